@@ -1,0 +1,23 @@
+"""The data modes of main: build the config's dataset, and write a contact sheet of it."""
+import os
+
+from absl import logging
+
+from data_pipelines import contact_sheet, registry
+from data_pipelines.synth_rooms.shape_bank import CLASSES
+
+
+def build_and_preview(config, workdir) -> str:
+  """Builds the dataset if missing and writes `workdir/previews/data.png`; returns its path."""
+  builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
+  if config.data.get('shape_name'):
+    registry.build(config.data.shape_name, config.data_dir, config.data.size, config.data.seed)
+  source = builder.as_data_source(config.preview.split)
+  count = min(config.preview.num_scenes, len(source))
+  sheet = contact_sheet.contact_sheet([source[i] for i in range(count)], CLASSES)
+  path = os.path.join(workdir, 'previews', 'data.png')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  sheet.save(path)
+  logging.info('%d %s scenes of %s/%s: contact sheet written to %s', count, config.preview.split,
+               config.data.name, builder.builder_config.name, path)
+  return path

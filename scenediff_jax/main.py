@@ -1,0 +1,38 @@
+"""Entry point: `python -m scenediff_jax.main --config=configs/synthetic.py --workdir=DIR`.
+
+Modes:
+  build_data    build the config's dataset if missing, then write a contact sheet of it
+  preview_data  write a contact sheet (DIR/previews/data.png) of scenes of the dataset
+"""
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from scenediff_jax import data_preview
+
+MODES = ('build_data', 'preview_data')
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the config, logs and outputs.')
+_MODE = flags.DEFINE_enum('mode', 'build_data', MODES, 'What to do.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, _MODE.value)
+  if _MODE.value in ('build_data', 'preview_data'):
+    data_preview.build_and_preview(config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
