@@ -81,7 +81,7 @@ def _cylinder_hits(o, d, center, half, taper):
   side_y = oy[:, None] + roots * dy[:, None]
   ok = (disc[:, None] >= 0) & (roots > 0) & (np.abs(side_y) <= hy) & np.isfinite(roots)
   t_side = np.where(ok, roots, NO_HIT).min(-1)
-  best, normal = t_side, None
+  best = t_side
   ts = np.minimum(t_side, 1e9)
   px, py, pz = ox + ts * dx, oy + ts * dy, oz + ts * dz
   normal = np.stack([px / rx, -(a + b * py) * b, pz / rz], -1)

@@ -111,10 +111,10 @@ def render(room_box, room_material, objects, K, world_to_cam, height, width, rng
     closer = t < depth[index]
     if not closer.any():
       continue
-    index, t, normal, part, d = index[closer], t[closer], normal[closer], part[closer], d[closer]
+    index, t, normal, part = index[closer], t[closer], normal[closer], part[closer]
     depth[index] = t
     instances[index] = k
-    hit = o[closer] + t[:, None] * d
+    hit = o[closer] + t[:, None] * d[closer]
     color = material.color * (material.part_tint[part] * _pattern(material, hit))[:, None]
     rgb[index] = color * _shade(_normal_to_world(box, normal), directions[index])[:, None]
 
