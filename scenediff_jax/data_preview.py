@@ -4,7 +4,7 @@ import os
 from absl import logging
 
 from data_pipelines import contact_sheet, registry
-from data_pipelines.synth_rooms.shape_bank import CLASSES
+from scenediff_jax.geometry.classes import CLASSES
 
 
 def build_and_preview(config, workdir) -> str:

@@ -12,7 +12,7 @@ from data_pipelines import contact_sheet, registry
 from data_pipelines.synth_rooms import raytrace, shape_bank
 from data_pipelines.synth_rooms.builder import builder_config
 from data_pipelines.synth_rooms.scene import generate_scene
-from data_pipelines.synth_rooms.shape_bank import CLASSES
+from scenediff_jax.geometry import CLASSES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

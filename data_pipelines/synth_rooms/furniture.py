@@ -12,9 +12,7 @@ import functools
 import numpy as np
 
 from data_pipelines.synth_rooms.parts import Part, box, cylinder, ellipsoid, normalize_to_unit_box
-
-CLASSES = ('bed', 'chair', 'sofa', 'table', 'desk', 'dresser', 'nightstand', 'sink', 'cabinet',
-           'lamp')
+from scenediff_jax.geometry.classes import CLASSES
 FRONT_T = 0.018  # how far drawer and door fronts stand proud of a carcass face
 
 

@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from data_pipelines.synth_rooms.shape_bank import CLASSES, ShapeBank
-from scenediff_jax.geometry import wrap_angle
+from data_pipelines.synth_rooms.shape_bank import ShapeBank
+from scenediff_jax.geometry import CLASSES, wrap_angle
 
 COLLISION_MARGIN = 0.005  # metres of allowed overlap (boxes may touch)
 WALL_GAP = 0.02

@@ -11,8 +11,8 @@ import numpy as np
 import trimesh
 
 from data_pipelines.synth_rooms import furniture, raytrace
+from scenediff_jax.geometry.classes import CLASSES
 
-CLASSES = furniture.CLASSES
 SPLITS = ('train', 'test')
 
 

@@ -6,6 +6,7 @@ else of ours.
 from scenediff_jax.geometry.boxes import (box_corners, box_from_corners, canonical_to_world,
                                           points_in_box, rotation_y, transform_boxes,
                                           world_to_canonical, wrap_angle)
+from scenediff_jax.geometry.classes import AP_CLASSES, CLASSES
 from scenediff_jax.geometry.camera import (back_project, depth_to_points, intrinsics,
                                            pitch_roll, pixel_rays, points_to_depth, project,
                                            scale_intrinsics, world_to_cam)
