@@ -1,4 +1,4 @@
-"""The data modes of main: build the config's dataset, and write a contact sheet of it."""
+"""The data modes of main: build the config's datasets, and write a contact sheet of them."""
 import os
 
 from absl import logging
@@ -7,11 +7,17 @@ from data_pipelines import contact_sheet, registry
 from scenediff_jax.geometry.classes import CLASSES
 
 
-def build_and_preview(config, workdir) -> str:
-  """Builds the dataset if missing and writes `workdir/previews/data.png`; returns its path."""
+def build(config):
+  """Builds the config's scene dataset (and its shape dataset) unless already built."""
   builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
   if config.data.get('shape_name'):
     registry.build(config.data.shape_name, config.data_dir, config.data.size, config.data.seed)
+  return builder
+
+
+def preview(config, workdir) -> str:
+  """Writes `workdir/previews/data.png` (building the scenes if missing); returns its path."""
+  builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
   source = builder.as_data_source(config.preview.split)
   count = min(config.preview.num_scenes, len(source))
   sheet = contact_sheet.contact_sheet([source[i] for i in range(count)], CLASSES)

@@ -1,10 +1,11 @@
 """Entry point: `python -m scenediff_jax.main --config=configs/synthetic.py --workdir=DIR`.
 
 Modes:
-  build_data    build the config's dataset if missing, then write a contact sheet of it
-  preview_data  write a contact sheet (DIR/previews/data.png) of scenes of the dataset
+  build_data    build the config's datasets (scenes and shapes) if missing, then write a
+                contact sheet of the scenes
+  preview_data  write a contact sheet (DIR/previews/data.png) of scenes of the dataset,
+                building only the scenes if they are missing
 """
-import json
 import os
 
 from absl import app, flags, logging
@@ -30,8 +31,9 @@ def main(argv):
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, _MODE.value)
-  if _MODE.value in ('build_data', 'preview_data'):
-    data_preview.build_and_preview(config, workdir)
+  if _MODE.value == 'build_data':
+    data_preview.build(config)
+  data_preview.preview(config, workdir)
 
 
 if __name__ == '__main__':

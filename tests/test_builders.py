@@ -84,13 +84,21 @@ def _main(*args, **env):
                         capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
 
 
-def test_main_builds_and_previews_the_smoke_config(data_dir, tmp_path):
+def test_main_builds_and_previews_the_smoke_config(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  workdir = tmp_path / 'work'
   result = _main('--config=configs/synthetic.py:smoke', f'--config.data_dir={data_dir}',
-                 f'--workdir={tmp_path}', '--mode=preview_data')
+                 f'--workdir={workdir}')  # the default mode: build_data
   assert result.returncode == 0, result.stderr[-3000:]
-  assert os.path.getsize(tmp_path / 'previews' / 'data.png') > 10_000
-  saved = json.loads((tmp_path / 'config.json').read_text())
+  assert os.path.getsize(workdir / 'previews' / 'data.png') > 10_000
+  saved = json.loads((workdir / 'config.json').read_text())
   assert saved['data']['size'] == 'tiny' and saved['data_dir'] == data_dir
+  for name in ('synth_rooms', 'synth_shapes'):
+    assert registry.get_builder(name, data_dir, 'tiny').is_prepared()
+  # A second run finds the data and only previews.
+  again = _main('--config=configs/synthetic.py:smoke', f'--config.data_dir={data_dir}',
+                f'--workdir={workdir}', '--mode=preview_data')
+  assert again.returncode == 0 and 'already built' in again.stderr
 
 
 def test_main_rejects_config_typos(tmp_path):
