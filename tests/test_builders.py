@@ -10,6 +10,7 @@ import pytest
 
 from data_pipelines import contact_sheet, registry
 from data_pipelines.synth_rooms import raytrace, shape_bank
+from data_pipelines.synth_rooms import builder as builder_lib
 from data_pipelines.synth_rooms.builder import builder_config
 from data_pipelines.synth_rooms.scene import generate_scene
 from scenediff_jax.geometry import CLASSES
@@ -20,8 +21,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   d = str(tmp_path_factory.mktemp('tfds'))
-  registry.build('synth_rooms', d, 'tiny')
-  registry.build('synth_shapes', d, 'tiny')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(builder_lib, 'SHARD_SIZE', 10)  # several shards even for `tiny`
+    registry.build('synth_rooms', d, 'tiny')
+    registry.build('synth_shapes', d, 'tiny')
   return d
 
 
@@ -30,10 +33,12 @@ def test_synth_rooms_tiny_round_trips_through_array_record(data_dir):
   config = builder_config('tiny')
   train, test = builder.as_data_source('train'), builder.as_data_source('test')
   assert (len(train), len(test)) == (config.num_train, config.num_test)
-  assert any(f.endswith('.array_record-00000-of-00001') for f in os.listdir(builder.data_dir))
-  # TFDS stores examples in a shuffled order: find scene 5 by its id.
-  record = next(train[i] for i in range(len(train)) if train[i]['scene_id'] == 5)
-  expected = generate_scene(config.scene, 'train', 5)
+  shards = [f for f in os.listdir(builder.data_dir) if 'synth_rooms-train.array_record' in f]
+  assert len(shards) == 3  # 24 scenes in shards of 10
+  # Examples are stored in generation order, across shards too.
+  assert [int(train[i]['scene_id']) for i in range(len(train))] == list(range(len(train)))
+  record = train[15]
+  expected = generate_scene(config.scene, 'train', 15)
   for key in ('image', 'depth', 'instances', 'K', 'world_to_cam', 'layout'):
     np.testing.assert_array_equal(record[key], expected[key])
     assert record[key].dtype == expected[key].dtype

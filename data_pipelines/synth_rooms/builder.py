@@ -1,6 +1,13 @@
 """TFDS builders for SynthRooms: `synth_rooms` (scenes) and `synth_shapes` (the canonical
 shapes their objects use, for the shape autoencoder). Both write array_record files and are
-read through TFDS data sources, without TensorFlow."""
+read through TFDS data sources, without TensorFlow.
+
+They are `ShardBasedBuilder`s rather than `GeneratorBasedBuilder`s: the latter's shuffler
+spills to disk through `tf.io.gfile` once a split passes 1 GB (the default train split
+does), which needs TensorFlow. Writing shard by shard needs no shuffler, keeps memory
+bounded by the shard size, and stores examples in generation order, so example i of a
+split is scene (or shape) i.
+"""
 import dataclasses
 import functools
 import multiprocessing
@@ -8,11 +15,13 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from data_pipelines.synth_rooms import furniture, shape_bank
 from data_pipelines.synth_rooms.scene import SceneConfig, generate_scene
 
 VERSION = tfds.core.Version('1.0.0')
+SHARD_SIZE = 250  # examples per array_record file; the writer holds one shard in memory
 SIZES = {  # name: (train scenes, test scenes, shapes per class for train, for test)
     'tiny': (24, 8, 4, 2),
     'default': (4000, 500, 60, 15),
@@ -45,7 +54,7 @@ def _tensor(shape, dtype, compress=False):
   return tfds.features.Tensor(shape=shape, dtype=dtype, encoding='zlib' if compress else 'none')
 
 
-class SynthRooms(tfds.core.GeneratorBasedBuilder):
+class SynthRooms(tfds.core.ShardBasedBuilder):
   """Procedural furnished rooms with RGB, depth, instances, cameras and 3D boxes."""
 
   VERSION = VERSION
@@ -75,18 +84,35 @@ class SynthRooms(tfds.core.GeneratorBasedBuilder):
         homepage='https://github.com/scenediff-jax/scenediff_jax',
     )
 
-  def _split_generators(self, dl_manager):
+  def _shard_iterators_per_split(self, dl_manager):
     del dl_manager
     c = self.builder_config
-    return {'train': self._generate_examples('train', c.num_train),
-            'test': self._generate_examples('test', c.num_test)}
+    return {split: _sharded(functools.partial(generate_scene, c.scene, split), range(count),
+                            f'synth_rooms {split}')
+            for split, count in (('train', c.num_train), ('test', c.num_test))}
 
-  def _generate_examples(self, split, count):
-    # Scenes are independent functions of (config, split, index): render them in parallel.
-    generate = functools.partial(generate_scene, self.builder_config.scene, split)
-    with worker_pool() as pool:
-      for index, record in enumerate(pool.imap(generate, range(count), chunksize=4)):
-        yield index, record
+
+def _sharded(make_example, keys, description):
+  """Shard generators (as ShardBasedBuilder wants) that make examples in a process pool.
+
+  Examples are independent functions of their key, so workers render them in parallel;
+  one progress bar covers the split.
+  """
+  keys = list(keys)
+  shards = [keys[i:i + SHARD_SIZE] for i in range(0, len(keys), SHARD_SIZE)] or [[]]
+  progress = tqdm.tqdm(total=len(keys), desc=description, unit=' examples', leave=False)
+
+  def shard_generator(shard_keys, last):
+    def generate():
+      with worker_pool() as pool:
+        for key, example in zip(shard_keys, pool.imap(make_example, shard_keys, chunksize=4)):
+          progress.update()
+          yield key, example
+      if last:
+        progress.close()
+    return generate
+
+  return [shard_generator(shard, i == len(shards) - 1) for i, shard in enumerate(shards)]
 
 
 # One BLAS thread per worker: the workers already fill the cores, and the small matrix
@@ -115,7 +141,7 @@ def worker_pool():
         os.environ[k] = v
 
 
-class SynthShapes(tfds.core.GeneratorBasedBuilder):
+class SynthShapes(tfds.core.ShardBasedBuilder):
   """The canonical shapes of SynthRooms: surface points, normals and occupancy samples."""
 
   VERSION = VERSION
@@ -142,16 +168,12 @@ class SynthShapes(tfds.core.GeneratorBasedBuilder):
         }),
     )
 
-  def _split_generators(self, dl_manager):
+  def _shard_iterators_per_split(self, dl_manager):
     del dl_manager
-    return {split: self._generate_examples(split) for split in shape_bank.SPLITS}
-
-  def _generate_examples(self, split):
-    bank = self.builder_config.scene.bank()
-    generate = functools.partial(_shape_example, self.builder_config)
-    with worker_pool() as pool:
-      for example in pool.imap(generate, bank.all_ids(split).tolist(), chunksize=4):
-        yield example['shape_id'], example
+    c = self.builder_config
+    return {split: _sharded(functools.partial(_shape_example, c), c.scene.bank().all_ids(split).tolist(),
+                            f'synth_shapes {split}')
+            for split in shape_bank.SPLITS}
 
 
 def _shape_example(config: SynthRoomsConfig, shape_id: int) -> dict:
