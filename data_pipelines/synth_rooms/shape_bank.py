@@ -117,7 +117,7 @@ def surface_samples(shape, count: int, rng: np.random.Generator):
   areas = np.array([m.area for m in meshes])
   points, normals = [], []
   need = count
-  while need > 0:
+  for _ in range(100):
     # Oversample, then keep the points on the union's outer surface: those from which a
     # small step along the normal leaves every part (this drops faces buried in, or
     # pressed against, another part).
@@ -132,6 +132,10 @@ def surface_samples(shape, count: int, rng: np.random.Generator):
       points.append(p[keep])
       normals.append(n_out[keep])
     need = count - sum(len(p) for p in points)
+    if need <= 0:
+      break
+  else:
+    raise RuntimeError(f'{shape.style}: too little outer surface to sample {count} points.')
   points, normals = np.concatenate(points), np.concatenate(normals)
   order = rng.permutation(len(points))[:count]
   return points[order].astype(np.float32), normals[order].astype(np.float32)
