@@ -10,5 +10,6 @@ from scenediff_jax.geometry.classes import AP_CLASSES, CLASSES
 from scenediff_jax.geometry.camera import (back_project, depth_to_points, intrinsics,
                                            pitch_roll, pixel_rays, points_to_depth, project,
                                            scale_intrinsics, world_to_cam)
+from scenediff_jax.geometry.nearest import nearest_index, nearest_sq_dist
 from scenediff_jax.geometry.normalization import Statistics, compute_statistics
 from scenediff_jax.geometry.pose import POSE_FIELDS, box_to_pose, pose_to_box
