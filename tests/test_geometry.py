@@ -89,6 +89,16 @@ def test_canonical_front_faces_the_camera_at_yaw_zero():
   assert np.linalg.norm(front) < np.linalg.norm(box[:3])  # the −z face is nearer the camera
 
 
+def test_points_in_box_known_points_at_a_yaw():
+  # A 2 m (x) × 1 m × 0.4 m (z) box turned by 90°: its long side now runs along world z.
+  box = np.array([0.0, 0.0, 5.0, 2.0, 1.0, 0.4, np.pi / 2])
+  points = np.array([[0, 0, 5.9], [0, 0, 4.1], [0.15, 0, 5], [0.3, 0, 5], [0.9, 0, 5]])
+  np.testing.assert_array_equal(geometry.points_in_box(points, box), [1, 1, 1, 0, 0])
+  # The canonical +x end lies toward world −z (R_y(θ)·e_x = (cos θ, 0, −sin θ)).
+  np.testing.assert_allclose(geometry.canonical_to_world(np.array([[0.5, 0, 0]]), box)[0], [0, 0, 4],
+                             atol=1e-12)
+
+
 def test_points_in_box_against_monte_carlo_volume():
   box = np.array([0.3, -0.2, 3.0, 1.2, 0.8, 0.5, 0.7])
   points = RNG.uniform(-1.5, 1.5, (200_000, 3)) + box[:3]

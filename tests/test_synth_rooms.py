@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from data_pipelines.synth_rooms import raytrace, room_layout, shape_bank
+from data_pipelines.synth_rooms import raytrace, render, room_layout, scene, shape_bank
 from data_pipelines.synth_rooms.scene import generate_scene
 from scenediff_jax import geometry
 
@@ -196,3 +196,40 @@ def test_ray_hits_agree_with_the_inside_test():
     # Missed rays never pass through the solid.
     samples = origins[~hit, None] + np.linspace(0, 1.5, 60)[None, :, None] * directions[~hit, None]
     assert not raytrace.inside(parts, samples.reshape(-1, 3)).any()
+
+
+def _posed_rooms(n, seed=9):
+  """Furnished rooms with the camera pose the generator would choose, in the world frame."""
+  bank = shape_bank.ShapeBank(0, 4, 2)
+  for i in range(n):
+    rng = np.random.default_rng([seed, i])
+    room = room_layout.furnish(rng, bank, 'train', 16)
+    pose = scene.camera_pose(rng, room)
+    if pose is not None:
+      position, heading, pitch, roll, target = pose
+      boxes = [scene.room_to_world(o.box, position, heading) for o in room.objects]
+      yield (rng, bank, room, boxes, scene.room_to_world(room.box, position, heading),
+             geometry.world_to_cam(pitch, roll), target)
+
+
+def test_camera_is_aimed_at_its_target_object():
+  K = scene.camera_intrinsics(192, 256)
+  in_view = []
+  for _, _, _, boxes, _, R, target in _posed_rooms(60):
+    uv, z = geometry.project(boxes[target][:3], K, R)
+    in_view.append(z > 0 and 0 <= uv[0] <= 255 and 0 <= uv[1] <= 191)
+  assert len(in_view) > 40 and np.mean(in_view) > 0.85
+
+
+def test_culling_renders_exactly_what_casting_every_ray_renders():
+  K = scene.camera_intrinsics(96, 128)
+  for rng, bank, room, boxes, layout, R, _ in itertools.islice(_posed_rooms(10, seed=4), 3):
+    objects = [(box, bank.shape(o.shape_id).parts, render.random_material(rng, o.class_index, 30))
+               for o, box in zip(room.objects, boxes)]
+    material = render.random_room_material(rng)
+    fast = render.render(layout, material, objects, K, R, 96, 128, np.random.default_rng(0))
+    slow = render.render(layout, material, objects, K, R, 96, 128, np.random.default_rng(0),
+                         cull=False)
+    for a, b in zip(fast, slow):
+      np.testing.assert_array_equal(a, b)
+    assert (fast[2] >= 0).any()

@@ -9,7 +9,7 @@ import numpy as np
 NO_HIT = np.inf
 
 
-def _nonzero(d):
+def nudge_zeros(d):
   """Ray directions with exact zeros nudged, so slab divisions never produce NaN."""
   return np.where(np.abs(d) < 1e-12, 1e-12, d)
 
@@ -25,7 +25,7 @@ def _min3(a):
 
 def _box_hits(o, d, lo, hi):
   """Rays [R, 3] × boxes [P, 3] slab test → entry t [R, P] (inf where missed)."""
-  inv = 1.0 / _nonzero(d)[:, None, :]
+  inv = 1.0 / nudge_zeros(d)[:, None, :]
   t1 = (lo[None] - o[:, None, :]) * inv
   t2 = (hi[None] - o[:, None, :]) * inv
   t_near, t_far = _max3(np.minimum(t1, t2)), _min3(np.maximum(t1, t2))
@@ -34,7 +34,7 @@ def _box_hits(o, d, lo, hi):
 
 def _box_normal(o, d, lo, hi):
   """Outward normal [R, 3] of the face where each ray enters its box (lo, hi [R, 3])."""
-  inv = 1.0 / _nonzero(d)
+  inv = 1.0 / nudge_zeros(d)
   axis = np.minimum((lo - o) * inv, (hi - o) * inv).argmax(-1)
   rows = np.arange(len(d))
   normal = np.zeros_like(d)
@@ -45,7 +45,7 @@ def _box_normal(o, d, lo, hi):
 def unit_box_entry(o, d):
   """Entry t [R] of rays into the canonical box [−0.5, 0.5]³ (inf when missed); rays that
   start inside enter at 0."""
-  inv = 1.0 / _nonzero(d)
+  inv = 1.0 / nudge_zeros(d)
   t1, t2 = (-0.5 - o) * inv, (0.5 - o) * inv
   t_near = np.maximum(_max3(np.minimum(t1, t2)), 0.0)
   t_far = _min3(np.maximum(t1, t2))

@@ -74,11 +74,12 @@ def _pixel_window(box, K, world_to_cam, height, width):
 
 
 def render(room_box, room_material, objects, K, world_to_cam, height, width, rng,
-           noise=0.015):
+           noise=0.015, cull=True):
   """Renders a scene given in the world frame.
 
   objects: a list of (box [7], parts, Material). Returns image uint8 [H, W, 3], depth
   float32 [H, W] (metres along z) and instances int32 [H, W] (−1 where the room shows).
+  `cull=False` casts every ray against every part: slow, the reference for the culling.
   """
   pixels = geometry.camera.pixel_grid(height, width).reshape(-1, 2).astype(np.float64)
   directions = geometry.camera.camera_to_world_points(geometry.pixel_rays(pixels, K), world_to_cam)
@@ -86,9 +87,9 @@ def render(room_box, room_material, objects, K, world_to_cam, height, width, rng
 
   # The room: where each ray leaves the room box (the camera is inside).
   o, d = _to_canonical(room_box, origins, directions)
-  with np.errstate(divide='ignore'):
-    t_exit = (np.sign(d) * 0.5 - o) / d
-  axis = np.nan_to_num(t_exit, nan=np.inf, posinf=np.inf).argmin(-1)
+  d = raytrace.nudge_zeros(d)
+  t_exit = (np.sign(d) * 0.5 - o) / d
+  axis = t_exit.argmin(-1)
   depth = t_exit[np.arange(len(d)), axis]
   normal_c = np.zeros_like(d)
   normal_c[np.arange(len(d)), axis] = -np.sign(d[np.arange(len(d)), axis])
@@ -99,14 +100,17 @@ def render(room_box, room_material, objects, K, world_to_cam, height, width, rng
   instances = np.full(len(d), -1, np.int32)
 
   for k, (box, parts, material) in enumerate(objects):
-    rows, cols = _pixel_window(box, K, world_to_cam, height, width)
-    index = (np.arange(height)[rows, None] * width + np.arange(width)[None, cols]).reshape(-1)
+    if cull:
+      rows, cols = _pixel_window(box, K, world_to_cam, height, width)
+      index = (np.arange(height)[rows, None] * width + np.arange(width)[None, cols]).reshape(-1)
+    else:
+      index = np.arange(height * width)
     if index.size == 0:
       continue
     o, d = _to_canonical(box, origins[index], directions[index])
-    # Only rays that enter the object's box in front of what they already hit can change.
-    candidates = raytrace.unit_box_entry(o, d) < depth[index]
-    index, o, d = index[candidates], o[candidates], d[candidates]
+    if cull:  # Only rays entering the object's box before what they hit so far can change.
+      candidates = raytrace.unit_box_entry(o, d) < depth[index]
+      index, o, d = index[candidates], o[candidates], d[candidates]
     t, normal, part = raytrace.cast(parts, o, d)
     closer = t < depth[index]
     if not closer.any():

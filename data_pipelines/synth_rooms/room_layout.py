@@ -90,18 +90,15 @@ class Furnisher:
 
   # Picking shapes and sizes.
   def pick(self, class_name, max_height=None, min_height=None):
-    """A shape of the split and its size in this scene (nominal size ± 8%)."""
-    ids = self.bank.ids(self.split, CLASS_INDEX[class_name])
-    order = self.rng.permutation(ids)
-    for shape_id in order:
-      shape = self.bank.shape(int(shape_id))
-      h = shape.size[1]
-      if (max_height is None or h <= max_height) and (min_height is None or h >= min_height):
-        break
+    """A shape of the split and its size in this scene (nominal size ± 8%), with the height
+    within the limits; (None, None) when no shape of the split can meet them."""
     jitter = 1 + self.rng.uniform(-0.08, 0.08, 3)
-    if shape.round_footprint:
-      jitter[2] = jitter[0]
-    return int(shape_id), shape.size * jitter
+    for shape_id in self.rng.permutation(self.bank.ids(self.split, CLASS_INDEX[class_name])):
+      shape = self.bank.shape(int(shape_id))
+      size = shape.size * (jitter[[0, 1, 0]] if shape.round_footprint else jitter)
+      if (max_height is None or size[1] <= max_height) and (min_height is None or size[1] >= min_height):
+        return int(shape_id), size
+    return None, None
 
   @property
   def full(self) -> bool:
@@ -128,13 +125,15 @@ class Furnisher:
   def on_floor(self, class_name, xz, yaw, size=None, shape_id=None, faces=-1, **pick):
     if size is None:
       shape_id, size = self.pick(class_name, **pick)
+    if shape_id is None:
+      return None
     box = np.array([xz[0], -size[1] / 2, xz[1], *size, wrap_angle(yaw)])
     return self.add(class_name, shape_id, box, faces=faces)
 
   def against_wall(self, class_name, wall=None, attempts=6, **pick):
     """On the floor, back to a wall, facing into the room."""
     shape_id, size = self.pick(class_name, **pick)
-    for _ in range(attempts):
+    for _ in range(attempts if shape_id is not None else 0):
       k = self.rng.integers(4) if wall is None else wall
       normal = [(0, -1), (0, 1), (-1, 0), (1, 0)][k]           # inward normal of the wall
       along = np.array([abs(normal[1]), abs(normal[0])], float)
@@ -152,7 +151,7 @@ class Furnisher:
 
   def in_free_space(self, class_name, attempts=8, **pick):
     shape_id, size = self.pick(class_name, **pick)
-    for _ in range(attempts):
+    for _ in range(attempts if shape_id is not None else 0):
       margin = np.maximum(self.size[[0, 2]] / 2 - max(size[0], size[2]) / 2 - 0.4, 0)
       xz = self.rng.uniform(-margin, margin)
       yaw = self.rng.choice([0.0, np.pi / 2]) + self.rng.normal(0, 0.05)
@@ -164,6 +163,8 @@ class Furnisher:
   def beside(self, class_name, anchor, local_xz_of_size, facing_yaw_offset=0.0, **pick):
     """On the floor at a position given in the anchor's frame (a function of our size)."""
     shape_id, size = self.pick(class_name, **pick)
+    if shape_id is None:
+      return None
     box = self.objects[anchor].box
     xz = local_to_room(box, local_xz_of_size(size))
     return self.on_floor(class_name, xz, box[6] + facing_yaw_offset, size, shape_id)
@@ -171,6 +172,8 @@ class Furnisher:
   def facing(self, class_name, anchor, side, offset=0.0, gap=None, **pick):
     """A chair at one side of a table or desk, facing it. side ∈ {'-z', '+z', '-x', '+x'}."""
     shape_id, size = self.pick(class_name, **pick)
+    if shape_id is None:
+      return None
     box = self.objects[anchor].box
     gap = self.rng.uniform(0.03, 0.25) if gap is None else gap
     axis, sign = {'-z': (1, -1), '+z': (1, 1), '-x': (0, -1), '+x': (0, 1)}[side]
@@ -185,6 +188,8 @@ class Furnisher:
   def on_top(self, class_name, support, **pick):
     """Standing on the top face of `support`, inside its footprint."""
     shape_id, size = self.pick(class_name, **pick)
+    if shape_id is None:
+      return None
     base = self.objects[support].box
     shrink = min(1.0, 0.9 * base[3] / size[0], 0.9 * base[5] / size[2])
     size = size * np.array([shrink, 1.0 if shrink > 0.6 else shrink / 0.6, shrink])

@@ -32,15 +32,17 @@ def camera_intrinsics(height, width):
   return geometry.intrinsics(focal, (width - 1) / 2, (height - 1) / 2)
 
 
-def _camera_pose(rng, room, attempts=50):
-  """Camera position (room frame), heading ψ, pitch and roll, aimed at the furniture."""
+def camera_pose(rng, room, attempts=50):
+  """Camera position (room frame), heading ψ, pitch, roll and the index of the object it
+  is aimed at; None when no good position was found."""
   w, _, d = room.size
   footprints = [(room_layout.footprint(o.box), o.box) for o in room.objects]
   for _ in range(attempts):
     xz = rng.uniform([-w / 2 + 0.3, -d / 2 + 0.3], [w / 2 - 0.3, d / 2 - 0.3])
     if any(_inside_polygon_inflated(xz, fp, 0.25) for fp, _ in footprints):
       continue
-    target = room.objects[rng.integers(len(room.objects))].box
+    target_index = int(rng.integers(len(room.objects)))
+    target = room.objects[target_index].box
     to_target = target[[0, 2]] - xz
     horizontal = np.linalg.norm(to_target)
     if horizontal < 1.0:
@@ -50,7 +52,7 @@ def _camera_pose(rng, room, attempts=50):
     down = np.arctan2(target[1] + height, horizontal)   # target y is negative (up)
     pitch = np.clip(down + rng.normal(0, np.radians(5)), 0, np.radians(30))
     roll = rng.uniform(-np.radians(5), np.radians(5))
-    return np.array([xz[0], -height, xz[1]]), heading, pitch, roll
+    return np.array([xz[0], -height, xz[1]]), heading, pitch, roll, target_index
   return None
 
 
@@ -74,21 +76,24 @@ def generate_scene(config: SceneConfig, split: str, index: int, bank: ShapeBank 
   for attempt in range(100):
     rng = np.random.default_rng([config.seed, SPLIT_SALT[split], index, attempt])
     room = room_layout.furnish(rng, bank, split, config.max_objects)
-    pose = _camera_pose(rng, room)
+    pose = camera_pose(rng, room)
     if pose is None:
       continue
-    position, heading, pitch, roll = pose
+    position, heading, pitch, roll, _ = pose
     record = _render_record(rng, config, bank, room, position, heading, pitch, roll)
     if record is not None:
       return {'scene_id': np.int32(index), **record}
   raise RuntimeError(f'Could not generate a visible scene for {split}[{index}].')
 
 
+def room_to_world(box, position, heading):
+  """A room-frame box in the world frame: the camera moved to the origin, its heading undone."""
+  shifted = np.concatenate([box[:3] - position, box[3:]])
+  return geometry.transform_boxes(shifted, -heading, np.zeros(3))
+
+
 def _render_record(rng, config, bank, room, position, heading, pitch, roll):
-  # Room frame → world frame: translate the camera to the origin, then undo its heading.
-  def to_world(box):
-    shifted = np.concatenate([box[:3] - position, box[3:]])
-    return geometry.transform_boxes(shifted, -heading, np.zeros(3))
+  to_world = lambda box: room_to_world(box, position, heading)
 
   K = camera_intrinsics(config.height, config.width)
   R_wc = geometry.world_to_cam(pitch, roll)

@@ -10,8 +10,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-QUERY_TILE = 1024
-POINT_TILE = 2048
+QUERY_TILE = 2048
+POINT_TILE = 512  # measured fastest on CPU (python -m scenediff_jax.benchmark)
 
 
 def _flatten(queries, points, point_mask):

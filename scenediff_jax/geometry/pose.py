@@ -5,7 +5,9 @@ Pose vector (7 numbers, after Total3D/CooP and the paper):
 The box centre lies at Euclidean distance `dist` from the camera centre along the camera ray
 through the pixel (2D box centre + δ). δ is measured in units of the image size
 (δ_u = Δu / width, δ_v = Δv / height), so poses do not depend on the image resolution.
-Size and yaw are the box's own (world frame, see boxes.py). All functions broadcast:
+Size and yaw are the box's own (world frame, see boxes.py). The box centre must lie in front
+of the camera (z > 0 in the camera frame): a centre behind it has no ray through the image.
+All functions broadcast:
 boxes [..., 7], bbox2d [..., 4] (x1, y1, x2, y2 pixels), K and world_to_cam [..., 3, 3],
 image_size [..., 2] as (width, height).
 """
