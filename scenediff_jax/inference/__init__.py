@@ -1,0 +1,1 @@
+"""Inference-time utilities: turning trained decoders into meshes."""
