@@ -22,6 +22,22 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   config.data.seed = 0  # generation seed: every scene and shape follows from it
   config.data.shape_name = 'synth_shapes'  # canonical shapes of the same objects
 
+  # The shape autoencoder (SPAGHETTI-style parts); the paper's sizes are code 256, 16 parts,
+  # 512-d intrinsics: smaller here so that it trains on a laptop CPU.
+  config.shape_model = ml_collections.ConfigDict(dict(
+      code_size=64 if smoke else 256, num_parts=4 if smoke else 16,
+      intrinsic_size=16 if smoke else 64, width=32 if smoke else 128, num_heads=2 if smoke else 4,
+      decoder_depth=1 if smoke else 2))
+  config.shape_training = ml_collections.ConfigDict(dict(
+      steps=20 if smoke else 2000, batch_size=4 if smoke else 16, learning_rate=5e-4,
+      weight_decay=1e-4, surface_points=512 if smoke else 2048,
+      occupancy_points=512 if smoke else 1024, points_per_gaussian=16 if smoke else 64,
+      surface_weight=10.0, augment=True, log_every=5 if smoke else 50,
+      checkpoint_every=10 if smoke else 500, seed=0))
+  config.shape_eval = ml_collections.ConfigDict(dict(
+      num_shapes=4 if smoke else 50, mesh_resolution=32 if smoke else 128,
+      coarse_resolution=8 if smoke else 32, num_previews=2 if smoke else 6))
+
   config.preview = ml_collections.ConfigDict()
   config.preview.split = 'train'
   config.preview.num_scenes = 4 if smoke else 8

@@ -1,0 +1,1 @@
+"""Flax Linen modules: the shape autoencoder (and, later, the image encoder and denoiser)."""

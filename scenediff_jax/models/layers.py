@@ -1,0 +1,40 @@
+"""Small building blocks shared by the models: MLPs, sine positional encoding, attention."""
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class MLP(nn.Module):
+  """Dense layers with GELU between them (none after the last)."""
+  features: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x):
+    for i, f in enumerate(self.features):
+      x = nn.Dense(f)(x)
+      if i < len(self.features) - 1:
+        x = nn.gelu(x)
+    return x
+
+
+def sine_encoding(points, num_frequencies: int):
+  """NeRF-style encoding [..., 3] → [..., 3 + 6·F]: x, sin(2^k π x), cos(2^k π x)."""
+  scales = jnp.pi * 2.0 ** jnp.arange(num_frequencies, dtype=points.dtype)
+  angles = points[..., None, :] * scales[:, None]
+  return jnp.concatenate([points, jnp.sin(angles).reshape(*points.shape[:-1], -1),
+                          jnp.cos(angles).reshape(*points.shape[:-1], -1)], -1)
+
+
+class AttentionBlock(nn.Module):
+  """Pre-norm (cross-)attention followed by an MLP, both residual."""
+  num_heads: int
+  mlp_ratio: int = 2
+
+  @nn.compact
+  def __call__(self, x, context=None):
+    width = x.shape[-1]
+    context = x if context is None else context
+    h = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, nn.LayerNorm()(context))
+    return x + MLP((width * self.mlp_ratio, width))(nn.LayerNorm()(x))

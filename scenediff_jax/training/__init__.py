@@ -1,0 +1,1 @@
+"""Training: input pipelines, train steps, losses, sharding and checkpoints."""

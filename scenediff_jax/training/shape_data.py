@@ -1,0 +1,45 @@
+"""Input pipeline of the shape autoencoder: SynthRooms canonical shapes through grain.
+
+Each example gives `surface` [P, 3] surface points and `queries` [Q, 3] with `inside` [Q]
+labels, subsampled from the stored 4,096 / 8,192 with a generator seeded by (seed, epoch,
+index), so batch i of a run is the same on every restart.
+"""
+import grain
+import numpy as np
+
+
+class _Subsample(grain.transforms.RandomMap):
+  def __init__(self, surface_points, occupancy_points):
+    self.surface_points, self.occupancy_points = surface_points, occupancy_points
+
+  def random_map(self, example, rng: np.random.Generator):
+    surface = example['surface']['points']
+    queries, inside = example['occupancy']['points'], example['occupancy']['inside']
+    s = rng.choice(len(surface), self.surface_points, replace=False)
+    q = rng.choice(len(queries), self.occupancy_points, replace=False)
+    return {'surface': surface[s], 'queries': queries[q], 'inside': inside[q].astype(np.float32),
+            'class': np.int32(example['class']), 'shape_id': np.int32(example['shape_id'])}
+
+
+def shape_batches(source, batch_size, surface_points, occupancy_points, seed):
+  """An endless, shuffled, random-access dataset of batches: `dataset[step]` is batch `step`."""
+  if len(source) == 0:
+    raise ValueError('The shape dataset is empty; build it with --mode=build_data first.')
+  return (grain.MapDataset.source(source)
+          .seed(seed)
+          .shuffle()
+          .repeat()
+          .random_map(_Subsample(surface_points, occupancy_points))
+          .batch(batch_size, drop_remainder=True))
+
+
+def eval_examples(source, count, surface_points, seed=0):
+  """The first `count` examples of a split with fixed subsampled surface points."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(min(count, len(source))):
+    e = source[i]
+    s = rng.choice(len(e['surface']['points']), surface_points, replace=False)
+    out.append({'surface': e['surface']['points'][s], 'all_surface': e['surface']['points'],
+                'class': int(e['class']), 'shape_id': int(e['shape_id'])})
+  return out

@@ -1,0 +1,144 @@
+"""Trains the shape autoencoder on SynthRooms canonical shapes (`--mode=train_shape`).
+
+Loss per batch (PAPER.md "Representation", issue 4):
+  occupancy BCE on near-surface and uniform queries
+  + surface_weight · (mixture samples → surface + surface → mixture samples), a two-sided
+    Chamfer that keeps the Gaussians on the surface so their samples can stand in for it,
+with SPAGHETTI-style extrinsic augmentation: one random similarity (rotation about y,
+scale 0.7–1.3, translation ±0.3) moves the Gaussians, the queries and the surface together.
+"""
+import functools
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+import tqdm
+
+from scenediff_jax.geometry import gmm, nearest_sq_dist
+from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
+from scenediff_jax.training import checkpoints, sharding
+from scenediff_jax.training.metric_log import MetricLog
+
+
+def make_model(config) -> ShapeAutoencoder:
+  return ShapeAutoencoder(**config.shape_model)
+
+
+def random_similarity(key, batch_size):
+  """Rotations about y [B, 3, 3], scales [B], translations [B, 3]."""
+  k_angle, k_scale, k_shift = jax.random.split(key, 3)
+  angle = jax.random.uniform(k_angle, (batch_size,), minval=-jnp.pi, maxval=jnp.pi)
+  c, s, z, o = jnp.cos(angle), jnp.sin(angle), jnp.zeros_like(angle), jnp.ones_like(angle)
+  rotation = jnp.stack([jnp.stack([c, z, s], -1), jnp.stack([z, o, z], -1),
+                        jnp.stack([-s, z, c], -1)], -2)
+  scale = jax.random.uniform(k_scale, (batch_size,), minval=0.7, maxval=1.3)
+  shift = jax.random.uniform(k_shift, (batch_size, 3), minval=-0.3, maxval=0.3)
+  return rotation, scale, shift
+
+
+def move_points(points, rotation, scale, shift):
+  """x ↦ s·R·x + t for points [B, N, 3]."""
+  return scale[:, None, None] * jnp.einsum('bij,bnj->bni', rotation, points) + shift[:, None]
+
+
+def loss_fn(params, model, batch, key, config):
+  t = config.shape_training
+  gaussians, intrinsics = model.apply(params, batch['surface'], method=ShapeAutoencoder.encode)
+  queries, surface = batch['queries'], batch['surface']
+  k_augment, k_sample = jax.random.split(key)
+  if t.augment:
+    rotation, scale, shift = random_similarity(k_augment, queries.shape[0])
+    gaussians = gmm.transform(gaussians, rotation, scale, shift)
+    queries = move_points(queries, rotation, scale, shift)
+    surface = move_points(surface, rotation, scale, shift)
+  logits = model.apply(params, gaussians, intrinsics, queries, method=ShapeAutoencoder.occupancy)
+  bce = optax.sigmoid_binary_cross_entropy(logits, batch['inside']).mean()
+  samples = gmm.sample(k_sample, gaussians, t.points_per_gaussian)
+  samples = samples.reshape(samples.shape[0], -1, 3)
+  to_surface = nearest_sq_dist(samples, surface).mean()
+  to_samples = nearest_sq_dist(surface, samples).mean()
+  loss = bce + t.surface_weight * (to_surface + to_samples)
+  predicted = logits > 0
+  inside = batch['inside'] > 0.5
+  iou = jnp.sum(predicted & inside) / jnp.maximum(jnp.sum(predicted | inside), 1)
+  return loss, {'loss': loss, 'bce': bce, 'samples_to_surface': to_surface,
+                'surface_to_samples': to_samples, 'occupancy_iou': iou}
+
+
+def create_state(config, model, example_batch, key):
+  params = model.init(key, example_batch['surface'], example_batch['queries'])
+  t = config.shape_training
+  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, min(100, t.steps // 10 + 1),
+                                                t.steps, t.learning_rate * 0.05)
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   optax.adamw(schedule, weight_decay=t.weight_decay))
+  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def make_train_step(model, config):
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_step(state, batch, key):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, model, batch, key, config)
+    return state.apply_gradients(grads=grads), metrics
+  return train_step
+
+
+def train(config, workdir, shape_source):
+  """Trains for config.shape_training.steps, resuming from the latest checkpoint."""
+  from scenediff_jax.training import shape_data  # grain is only needed to train
+
+  t = config.shape_training
+  model = make_model(config)
+  mesh = sharding.make_mesh()
+  batches = shape_data.shape_batches(shape_source, t.batch_size, t.surface_points,
+                                     t.occupancy_points, t.seed)
+  to_device = lambda b: jax.device_put(
+      {k: b[k] for k in ('surface', 'queries', 'inside')}, sharding.batch_sharding(mesh))
+  root = jax.random.key(t.seed)
+  with jax.set_mesh(mesh):
+    state = create_state(config, model, to_device(batches[0]), root)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/shape')
+    if checkpointer.latest_step is not None:
+      state = checkpointer.restore(state)
+    train_step = make_train_step(model, config)
+    log = MetricLog(workdir, 'shape_metrics.jsonl')
+    start_step = int(state.step)
+    progress = tqdm.tqdm(range(start_step, t.steps), initial=start_step, total=t.steps,
+                         desc='train_shape', unit='step')
+    history, tick = [], time.perf_counter()
+    for step in progress:
+      state, metrics = train_step(state, to_device(batches[step]), jax.random.fold_in(root, step))
+      history.append(metrics)
+      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        mean = jax.tree.map(lambda *x: float(np.mean(x)), *history)
+        mean['steps_per_second'] = len(history) / (time.perf_counter() - tick)
+        log.write(step + 1, mean)
+        progress.set_postfix(loss=f'{mean["loss"]:.4f}', iou=f'{mean["occupancy_iou"]:.3f}')
+        history, tick = [], time.perf_counter()
+      if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
+        checkpointer.save(step + 1, state)
+    checkpointer.close()
+  logging.info('Shape autoencoder trained for %d steps; checkpoints in %s/checkpoints/shape',
+               t.steps, workdir)
+  return model, state.params
+
+
+def train_and_evaluate(config, workdir):
+  """`--mode=train_shape`: build the shapes if missing, train, then evaluate on held-out ones."""
+  from data_pipelines import registry
+  from data_pipelines.synth_rooms import builder, shape_bank
+  from scenediff_jax.training import shape_eval
+
+  shapes = registry.build(config.data.shape_name, config.data_dir, config.data.size,
+                          config.data.seed)
+  model, params = train(config, workdir, shapes.as_data_source('train'))
+  bank = builder.builder_config(config.data.size, config.data.seed).scene.bank()
+  true_mesh = lambda shape_id: shape_bank.shape_mesh(bank.shape(shape_id))
+  return shape_eval.evaluate(config, workdir, model, params, shapes.as_data_source('test'),
+                             true_mesh)
