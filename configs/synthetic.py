@@ -29,10 +29,10 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       intrinsic_size=16 if smoke else 64, width=32 if smoke else 128, num_heads=2 if smoke else 4,
       decoder_depth=1 if smoke else 2))
   config.shape_training = ml_collections.ConfigDict(dict(
-      steps=20 if smoke else 2000, batch_size=4 if smoke else 16, learning_rate=5e-4,
+      steps=20 if smoke else 2500, batch_size=4 if smoke else 16, learning_rate=1e-3,
       weight_decay=1e-4, surface_points=512 if smoke else 2048,
       occupancy_points=512 if smoke else 1024, points_per_gaussian=16 if smoke else 64,
-      surface_weight=10.0, augment=True, log_every=5 if smoke else 50,
+      surface_weight=10.0, augment_probability=0.5, log_every=5 if smoke else 50,
       checkpoint_every=10 if smoke else 500, seed=0))
   config.shape_eval = ml_collections.ConfigDict(dict(
       num_shapes=4 if smoke else 50, mesh_resolution=32 if smoke else 128,

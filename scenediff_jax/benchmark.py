@@ -6,6 +6,10 @@ separately). Sections:
                2,000 depth points → 16,000 predicted points): ours (value and gradient)
                against scipy's cKDTree (value only) and torch.cdist when torch is installed;
                time and peak memory
+  mesh         mesh extraction at 128³: dense against coarse-to-fine (from 32³), decoder
+               queries and seconds, and the Chamfer distance between the two meshes; on the
+               trained shape autoencoder of --shape_workdir (a train_shape workdir) when
+               given, else on an analytic sphere
   synth_rooms  scene generation (furnish + camera + render) at 256×192, one process and
                the builder's process pool
 """
@@ -20,6 +24,8 @@ from absl import app, flags, logging
 
 _QUICK = flags.DEFINE_bool('quick', False, 'Fewer repeats, for a fast look.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the results to this JSON file.')
+_SHAPE_WORKDIR = flags.DEFINE_string(
+    'shape_workdir', None, 'A workdir of --mode=train_shape whose model the mesh section uses.')
 
 
 def _median_seconds(fn, repeats):
@@ -94,6 +100,67 @@ def bench_nearest(quick: bool) -> dict:
   return result
 
 
+def _trained_decoders(workdir, count):
+  """Occupancy functions of `count` held-out shapes under the trained autoencoder."""
+  import jax
+  import jax.numpy as jnp
+  from ml_collections import config_dict
+
+  from data_pipelines import registry
+  from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
+  from scenediff_jax.training import checkpoints, shape_trainer
+
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = config_dict.ConfigDict(json.load(f))
+  model = shape_trainer.make_model(config)
+  source = registry.get_builder(config.data.shape_name, config.data_dir, config.data.size,
+                                config.data.seed).as_data_source('test')
+  n = config.shape_training.surface_points
+  params = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints', 'shape')).restore()['params']
+  decode = jax.jit(lambda g, i, q: model.apply(params, g, i, q, method=ShapeAutoencoder.occupancy))
+  functions = []
+  for index in range(0, len(source), max(len(source) // count, 1))[:count]:
+    surface = source[index]['surface']['points'][:n]
+    g, i = model.apply(params, jnp.asarray(surface)[None], method=ShapeAutoencoder.encode)
+    functions.append(lambda q, g=g, i=i: decode(g, i, jnp.asarray(q)[None])[0])
+  return functions
+
+
+def bench_mesh(quick: bool, shape_workdir=None) -> dict:
+  import numpy as np
+  from scipy.spatial import cKDTree
+
+  from scenediff_jax.inference import mesh as mesh_lib
+
+  if shape_workdir:
+    functions, source = _trained_decoders(shape_workdir, 2 if quick else 5), 'trained model'
+  else:
+    functions = [lambda q: 0.35 - np.linalg.norm(q, axis=-1)]
+    source = 'analytic sphere'
+  rows = []
+  for fn in functions:
+    fn(np.zeros((65536, 3), np.float32))  # compile once
+    start = time.perf_counter()
+    dense, dense_stats = mesh_lib.extract_mesh_dense(fn, 128)
+    dense_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    fast, fast_stats = mesh_lib.extract_mesh(fn, 128, 32)
+    fast_seconds = time.perf_counter() - start
+    d1 = cKDTree(dense.vertices).query(fast.vertices)[0] if len(fast.vertices) else [np.nan]
+    d2 = cKDTree(fast.vertices).query(dense.vertices)[0] if len(fast.vertices) else [np.nan]
+    rows.append((dense_stats['queries'], fast_stats['queries'], dense_seconds, fast_seconds,
+                 float(np.mean(np.square(d1)) + np.mean(np.square(d2)))))
+  rows = np.array(rows)
+  return {
+      'source': source, 'shapes': len(rows),
+      'dense_queries': float(np.median(rows[:, 0])), 'coarse_to_fine_queries': float(np.median(rows[:, 1])),
+      'query_ratio': float(np.median(rows[:, 0] / rows[:, 1])),
+      'dense_seconds': float(np.median(rows[:, 2])), 'coarse_to_fine_seconds': float(np.median(rows[:, 3])),
+      'vertex_chamfer_between_meshes': float(np.median(rows[:, 4])),
+      'grid_cell': 1.1 / 128,
+  }
+
+
 def bench_synth_rooms(quick: bool) -> dict:
   from data_pipelines.synth_rooms import builder
   from data_pipelines.synth_rooms.scene import generate_scene
@@ -132,6 +199,7 @@ def main(argv):
       'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                   'cpu_count': os.cpu_count()},
       'nearest': bench_nearest(_QUICK.value),
+      'mesh': bench_mesh(_QUICK.value, _SHAPE_WORKDIR.value),
       'synth_rooms': bench_synth_rooms(_QUICK.value),
   }
   text = json.dumps(results, indent=2)

@@ -20,9 +20,12 @@ class Checkpointer:
   def save(self, step: int, state, force: bool = False):
     self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
-  def restore(self, abstract_state, step=None):
-    """The state at `step` (default: the latest), shaped and sharded like `abstract_state`."""
+  def restore(self, abstract_state=None, step=None):
+    """The state at `step` (default: the latest), shaped and sharded like `abstract_state`;
+    without one, the saved pytree as it is (nested dicts of arrays)."""
     step = self.latest_step if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {self.manager.directory}.')
     logging.info('Restoring checkpoint %d from %s', step, self.manager.directory)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 

@@ -4,8 +4,10 @@ Loss per batch (PAPER.md "Representation", issue 4):
   occupancy BCE on near-surface and uniform queries
   + surface_weight · (mixture samples → surface + surface → mixture samples), a two-sided
     Chamfer that keeps the Gaussians on the surface so their samples can stand in for it,
-with SPAGHETTI-style extrinsic augmentation: one random similarity (rotation about y,
-scale 0.7–1.3, translation ±0.3) moves the Gaussians, the queries and the surface together.
+with SPAGHETTI-style extrinsic augmentation: for a share of the shapes
+(`augment_probability`), one random similarity (rotation about y, scale 0.7–1.3,
+translation ±0.3) moves the Gaussians, the queries and the surface together, so the decoder
+must read the shape's placement from the Gaussians alone.
 """
 import functools
 import time
@@ -50,8 +52,15 @@ def loss_fn(params, model, batch, key, config):
   gaussians, intrinsics = model.apply(params, batch['surface'], method=ShapeAutoencoder.encode)
   queries, surface = batch['queries'], batch['surface']
   k_augment, k_sample = jax.random.split(key)
-  if t.augment:
+  if t.augment_probability > 0:
     rotation, scale, shift = random_similarity(k_augment, queries.shape[0])
+    # Only a share of the shapes is moved: fully augmented batches learn much more slowly
+    # (BCE 0.63 against 0.38 after 150 steps on the default config).
+    moved = jax.random.bernoulli(jax.random.fold_in(k_augment, 1), t.augment_probability,
+                                 (queries.shape[0],))
+    rotation = jnp.where(moved[:, None, None], rotation, jnp.eye(3))
+    scale = jnp.where(moved, scale, 1.0)
+    shift = jnp.where(moved[:, None], shift, 0.0)
     gaussians = gmm.transform(gaussians, rotation, scale, shift)
     queries = move_points(queries, rotation, scale, shift)
     surface = move_points(surface, rotation, scale, shift)
