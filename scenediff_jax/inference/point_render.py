@@ -15,16 +15,16 @@ _VIEW = boxes.rotation_y(np.radians(-35)) @ np.array(
 _LIGHT = np.array([0.4, -0.7, -0.6]) / np.linalg.norm([0.4, -0.7, -0.6])
 
 
-def splat(points, shade, size=160, extent=0.65):
+def splat(points, shade, size=160, extent=0.9):
   """Points [N, 3] (canonical frame) with brightness [N] → grey image [size, size]."""
   p = points @ _VIEW.T
   cols = np.clip(((p[:, 0] / extent + 1) / 2 * (size - 1)).round().astype(int), 0, size - 1)
   rows = np.clip(((p[:, 1] / extent + 1) / 2 * (size - 1)).round().astype(int), 0, size - 1)
-  flat = rows * size + cols
   order = np.argsort(-p[:, 2])  # far first, so nearer points overwrite them
-  image = np.full(size * size, 1.0)
-  image[flat[order]] = shade[order]
-  return (image.reshape(size, size) * 255).astype(np.uint8)
+  image = np.full((size + 1) * (size + 1), 1.0)
+  for dr, dc in ((0, 1), (1, 0), (1, 1), (0, 0)):  # 2×2 splats close the gaps
+    image[(rows[order] + dr) * (size + 1) + cols[order] + dc] = shade[order]
+  return (image.reshape(size + 1, size + 1)[:size, :size] * 255).astype(np.uint8)
 
 
 def render_points(points, size=160):
@@ -33,7 +33,7 @@ def render_points(points, size=160):
   return splat(points, shade, size)
 
 
-def render_mesh(mesh: trimesh.Trimesh, size=160, count=60_000):
+def render_mesh(mesh: trimesh.Trimesh, size=160, count=150_000):
   if len(mesh.faces) == 0:
     return np.full((size, size), 255, np.uint8)
   points, face = trimesh.sample.sample_surface(mesh, count, seed=0)

@@ -59,8 +59,8 @@ def evaluate(config, workdir, model, params, shape_source, true_mesh):
                  'chamfer': cd, 'fscore': f, 'samples_to_surface': samples_to_surface,
                  'occupancy_iou': float(iou), 'mesh_queries': stats['queries'],
                  'mesh_seconds': seconds})
-    if len(previews) < e.num_previews:
-      previews.append((subset, mesh, truth))
+    if len(rows) % max(len(indices) // e.num_previews, 1) == 1 and len(previews) < e.num_previews:
+      previews.append((subset, mesh, truth))  # spread over the classes
   metrics = _summarise(rows, e)
   _write(workdir, metrics, rows, previews)
   return metrics
@@ -81,7 +81,7 @@ def _summarise(rows, e):
       'occupancy_iou': _mean([r['occupancy_iou'] for r in rows]),
       'mesh_queries_mean': _mean([r['mesh_queries'] for r in rows]),
       'mesh_seconds_mean': _mean([r['mesh_seconds'] for r in rows]),
-      'dense_queries': (e.mesh_resolution) ** 3,
+      'dense_queries': (e.mesh_resolution + 1) ** 3,  # grid points, bounds included
       'num_shapes': len(rows),
       'per_class': per_class,
   }
