@@ -31,15 +31,3 @@ def shape_batches(source, batch_size, surface_points, occupancy_points, seed):
           .repeat()
           .random_map(_Subsample(surface_points, occupancy_points))
           .batch(batch_size, drop_remainder=True))
-
-
-def eval_examples(source, count, surface_points, seed=0):
-  """The first `count` examples of a split with fixed subsampled surface points."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for i in range(min(count, len(source))):
-    e = source[i]
-    s = rng.choice(len(e['surface']['points']), surface_points, replace=False)
-    out.append({'surface': e['surface']['points'][s], 'all_surface': e['surface']['points'],
-                'class': int(e['class']), 'shape_id': int(e['shape_id'])})
-  return out
