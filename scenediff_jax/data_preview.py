@@ -15,9 +15,11 @@ def build(config):
   return builder
 
 
-def preview(config, workdir) -> str:
-  """Writes `workdir/previews/data.png` (building the scenes if missing); returns its path."""
-  builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
+def preview(config, workdir, builder=None) -> str:
+  """Writes `workdir/previews/data.png` (building the scenes if missing, unless `builder`
+  is given); returns its path."""
+  if builder is None:
+    builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
   source = builder.as_data_source(config.preview.split)
   count = min(config.preview.num_scenes, len(source))
   sheet = contact_sheet.contact_sheet([source[i] for i in range(count)], CLASSES)

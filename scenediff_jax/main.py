@@ -47,9 +47,8 @@ def main(argv):
     from scenediff_jax.training import shape_trainer  # jax/flax load only for training
     shape_trainer.train_and_evaluate(config, workdir)
     return
-  if _MODE.value == 'build_data':
-    data_preview.build(config)
-  data_preview.preview(config, workdir)
+  builder = data_preview.build(config) if _MODE.value == 'build_data' else None
+  data_preview.preview(config, workdir, builder)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from data_pipelines.synth_rooms.shape_bank import ShapeBank
-from scenediff_jax.geometry import CLASSES, wrap_angle
+from scenediff_jax.geometry import CLASSES, box_corners, wrap_angle
 
 COLLISION_MARGIN = 0.005  # metres of allowed overlap (boxes may touch)
 WALL_GAP = 0.02
@@ -45,11 +45,8 @@ class Room:
 
 
 def footprint(box) -> np.ndarray:
-  """The 4 floor-plan corners (x, z) [4, 2] of a box."""
-  c, s = np.cos(box[6]), np.sin(box[6])
-  u, v = np.array([c, -s]) * box[3] / 2, np.array([s, c]) * box[5] / 2  # box x, z axes
-  center = box[[0, 2]]
-  return np.array([center - u - v, center + u - v, center + u + v, center - u + v])
+  """The 4 floor-plan corners (x, z) [4, 2] of a box: its top face seen from above."""
+  return box_corners(np.asarray(box, float))[:4][:, [0, 2]]
 
 
 def boxes_collide(a, b, margin=COLLISION_MARGIN) -> bool:
