@@ -2,7 +2,8 @@
 
 The report's tables follow the paper: Table 1 (SUN RGB-D IoU3D / AP3D@15 / L_align,
 Pix3D Chamfer / F-score, plus layout IoU) with the paper's published rows for reference,
-and Table 4 (AP3D per class).
+and Table 4 (AP3D per class). Baselines scored on the same split (e.g. the trivial
+class-means baseline of baseline.py) get their own rows right below this run's.
 """
 import json
 import os
@@ -18,13 +19,36 @@ PAPER_ROWS = {
     'paper': (36.10, 58.18, 0.99, 15.05, 58.71, 66.1),
 }
 PAPER_PER_CLASS_AP = (86.58, 58.68, 74.13, 71.36, 62.81, 55.76, 48.14, 50.44, 52.09, 21.82)
+# What metrics.json keeps of a baseline: the headline numbers, not its full evaluation.
+BASELINE_KEYS = ('ap3d_15', 'iou3d_mean', 'layout_iou', 'l_align', 'shape_cd', 'shape_fscore')
+BASELINE_PER_CLASS_KEYS = ('ap3d_15', 'iou3d_mean')
 
 
 def _fmt(value, digits=2):
   return '—' if value is None else f'{value:.{digits}f}'
 
 
-def markdown(metrics: dict, title: str = 'Evaluation') -> str:
+def _table1_row(m):
+  return (m.get('iou3d_mean'), m.get('ap3d_15'), m.get('l_align'), m.get('shape_cd'),
+          m.get('shape_fscore'), m.get('layout_iou'))
+
+
+def _table4_row(m):
+  per_class = m.get('per_class', {})
+  return [per_class.get(c, {}).get('ap3d_15') for c in AP_CLASSES] + [m.get('ap3d_15')]
+
+
+def compact_baselines(baselines: dict) -> dict:
+  """{name: baseline metrics} → what metrics.json stores under `baselines`."""
+  return {name: {**{k: m.get(k) for k in BASELINE_KEYS},
+                 'per_class': {c: {k: v.get(k) for k in BASELINE_PER_CLASS_KEYS}
+                               for c, v in m.get('per_class', {}).items()}}
+          for name, m in baselines.items()}
+
+
+def markdown(metrics: dict, title: str = 'Evaluation', baselines: dict = None) -> str:
+  """The report; `baselines` {name: metrics of the same format} adds one row each."""
+  baselines = baselines or {}
   source = ', '.join(f'{k} {metrics[k]}' for k in ('config', 'step') if k in metrics)
   lines = [f'# {title}', '',
            f'{metrics["num_scenes"]} scenes, {metrics["num_objects"]} objects'
@@ -32,17 +56,18 @@ def markdown(metrics: dict, title: str = 'Evaluation') -> str:
            '## Table 1: scene reconstruction', '',
            '| method | IoU3D ↑ | AP3D@15 ↑ | L_align ↓ | CD (×10³) ↓ | F-score ↑ | layout IoU ↑ |',
            '|---|---|---|---|---|---|---|']
-  ours = (metrics['iou3d_mean'], metrics['ap3d_15'], metrics['l_align'], metrics['shape_cd'],
-          metrics['shape_fscore'], metrics['layout_iou'])
-  lines.append('| **this run** | ' + ' | '.join(_fmt(v) for v in ours) + ' |')
+  lines.append('| **this run** | ' + ' | '.join(_fmt(v) for v in _table1_row(metrics)) + ' |')
+  for name, m in baselines.items():
+    lines.append(f'| {name} | ' + ' | '.join(_fmt(v) for v in _table1_row(m)) + ' |')
   for name, row in PAPER_ROWS.items():
     lines.append(f'| {name} (published, real data) | ' + ' | '.join(_fmt(v) for v in row) + ' |')
   lines += ['', '## Table 4: AP3D@15 per class', '',
             '| | ' + ' | '.join(AP_CLASSES) + ' | mean |',
             '|---|' + '---|' * (len(AP_CLASSES) + 1)]
   per_class = metrics['per_class']
-  lines.append('| **this run** | ' + ' | '.join(_fmt(per_class[c]['ap3d_15']) for c in AP_CLASSES)
-               + f' | {_fmt(metrics["ap3d_15"])} |')
+  lines.append('| **this run** | ' + ' | '.join(_fmt(v) for v in _table4_row(metrics)) + ' |')
+  for name, m in baselines.items():
+    lines.append(f'| {name} | ' + ' | '.join(_fmt(v) for v in _table4_row(m)) + ' |')
   lines.append('| paper (published, real data) | ' + ' | '.join(_fmt(v) for v in PAPER_PER_CLASS_AP)
                + ' | 58.18 |')
   lines += ['', '## Per class', '',
@@ -60,11 +85,15 @@ def markdown(metrics: dict, title: str = 'Evaluation') -> str:
   return '\n'.join(lines)
 
 
-def write(metrics: dict, eval_dir: str, title: str = 'Evaluation') -> None:
-  """Writes metrics.json and report.md into eval_dir (complete files or none)."""
+def write(metrics: dict, eval_dir: str, title: str = 'Evaluation', baselines: dict = None) -> None:
+  """Writes metrics.json and report.md into eval_dir (complete files or none).
+
+  With `baselines`, metrics.json also holds their headline numbers under `baselines`.
+  """
+  saved = {**metrics, 'baselines': compact_baselines(baselines)} if baselines else metrics
   os.makedirs(eval_dir, exist_ok=True)
-  for name, text in (('metrics.json', json.dumps(metrics, indent=2, sort_keys=True)),
-                     ('report.md', markdown(metrics, title))):
+  for name, text in (('metrics.json', json.dumps(saved, indent=2, sort_keys=True)),
+                     ('report.md', markdown(metrics, title, baselines))):
     path = os.path.join(eval_dir, name)
     with open(path + '.tmp', 'w') as f:
       f.write(text + '\n')
