@@ -38,3 +38,30 @@ class AttentionBlock(nn.Module):
     h = nn.LayerNorm()(x)
     x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, nn.LayerNorm()(context))
     return x + MLP((width * self.mlp_ratio, width))(nn.LayerNorm()(x))
+
+
+def timestep_embedding(t, dim: int, max_period: float = 10000.0):
+  """Transformer/DDPM sinusoidal embedding of (diffusion) timesteps: [...] → [..., dim]."""
+  half = dim // 2
+  freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  angles = jnp.asarray(t, jnp.float32)[..., None] * freqs
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], -1)
+
+
+class TransformerLayer(nn.Module):
+  """Pre-norm self-attention, then (if a context is given) cross-attention, then an MLP.
+
+  All residual; `mask` (broadcastable to [..., heads, q, k]) applies to the self-attention.
+  """
+  num_heads: int
+  mlp_ratio: int = 2
+
+  @nn.compact
+  def __call__(self, x, context=None, mask=None):
+    width = x.shape[-1]
+    h = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h, mask=mask)
+    if context is not None:
+      x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(nn.LayerNorm()(x),
+                                                                         nn.LayerNorm()(context))
+    return x + MLP((width * self.mlp_ratio, width))(nn.LayerNorm()(x))
