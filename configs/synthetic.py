@@ -29,7 +29,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       intrinsic_size=16 if smoke else 64, width=32 if smoke else 128, num_heads=2 if smoke else 4,
       decoder_depth=1 if smoke else 2))
   config.shape_training = ml_collections.ConfigDict(dict(
-      steps=20 if smoke else 2500, batch_size=4 if smoke else 16, learning_rate=1e-3,
+      steps=20 if smoke else 600, batch_size=4 if smoke else 16, learning_rate=1e-3,
       weight_decay=1e-4, surface_points=512 if smoke else 2048,
       occupancy_points=512 if smoke else 1024, points_per_gaussian=16 if smoke else 64,
       surface_weight=10.0, augment_probability=0.5, log_every=5 if smoke else 50,
@@ -37,6 +37,47 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   config.shape_eval = ml_collections.ConfigDict(dict(
       num_shapes=4 if smoke else 50, mesh_resolution=32 if smoke else 128,
       coarse_resolution=8 if smoke else 32, num_previews=2 if smoke else 6))
+
+  # The scene diffusion (PAPER.md "Conditioning" to "Losses"). Paper sizes: ResNet-34 with
+  # 4 stages, 8×8×256 ROIs, 512-wide feature CNN, pose UNet widths up to 1024 with 8 heads
+  # × 64; here small enough to train on a 2-core CPU in minutes.
+  config.max_objects = 16  # N_max: scene elements are padded to this many objects
+  config.image_encoder = ml_collections.ConfigDict(dict(
+      resnet_depth=18, base_width=8 if smoke else 16, num_stages=2 if smoke else 3,
+      roi_size=4 if smoke else 8, roi_channels=16 if smoke else 32,
+      feature_width=16 if smoke else 32, condition_size=32 if smoke else 64,
+      box_frequencies=10))
+  config.denoiser = ml_collections.ConfigDict(dict(
+      pose_widths=(32, 32) if smoke else (64, 64, 128, 128), num_heads=2 if smoke else 4,
+      head_dim=8 if smoke else 16, use_isa=True, shape_width=32 if smoke else 64,
+      shape_heads=2 if smoke else 4, gaussian_layers=(1, 1) if smoke else (1, 2),
+      intrinsic_layers=(1, 1) if smoke else (1, 2), time_frequencies=32 if smoke else 64))
+  config.diffusion = ml_collections.ConfigDict(dict(
+      num_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+      sampling_steps=20 if smoke else 100,  # DDIM steps at evaluation
+      eta=0.0, guidance_scale=1.0,  # 1.0: no classifier-free guidance
+      clip_x0=4.0,  # DDIM clips x̂₀ to ± this (normalised units); 0 turns it off
+      condition_drop=0.1))  # share of training scenes that see the null condition
+  # Stages: the shape autoencoder (config.shape_training), then scene diffusion for
+  # `diffusion_steps`, then `joint_steps` more with λ·L_align added.
+  config.training = ml_collections.ConfigDict(dict(
+      batch_size=4 if smoke else 16, learning_rate=5e-4, weight_decay=1e-4, grad_clip=1.0,
+      warmup_steps=5 if smoke else 100, diffusion_steps=20 if smoke else 1600,
+      joint_steps=6 if smoke else 300, align_weight=0.01, ema_decay=0.995,
+      align_clip=4.0,  # x̂₀ in L_align is clipped to ± this (normalised units)
+      depth_points=64 if smoke else 256,  # ground-truth depth points per object for L_align
+      align_points_per_gaussian=4 if smoke else 16,  # x̂₀ samples per Gaussian for L_align
+      statistics_scenes=1000,  # training scenes that fix the normalisation statistics
+      log_every=5 if smoke else 50, checkpoint_every=10 if smoke else 250, keep_checkpoints=3,
+      seed=0))
+  config.eval = ml_collections.ConfigDict(dict(
+      split='test', num_scenes=8 if smoke else 0,  # 0: the whole split
+      batch_size=8 if smoke else 50, use_ema=True, seed=0,
+      mesh_objects=4 if smoke else 40,  # objects whose meshes are extracted for CD / F-score
+      mesh_resolution=32 if smoke else 64, coarse_resolution=8 if smoke else 16,
+      points_per_gaussian=64 if smoke else 256,  # surface samples for the L_align metric
+      depth_points=1000,  # ground-truth depth points per object for the L_align metric
+      num_previews=2 if smoke else 8))
 
   config.preview = ml_collections.ConfigDict()
   config.preview.split = 'train'

@@ -1,6 +1,11 @@
 """Entry point: `python -m scenediff_jax.main --config=configs/synthetic.py --workdir=DIR`.
 
 Modes:
+  train_and_eval  (default) train, then eval
+  train         every stage: build the data if missing, the shape autoencoder, then the scene
+                diffusion and the joint fine-tuning with L_align, resuming from DIR/checkpoints
+  eval          sample the config's eval split with the latest (EMA) checkpoint and write
+                DIR/eval/{metrics.json, report.md, previews/}
   build_data    build the config's datasets (scenes and shapes) if missing, then write a
                 contact sheet of the scenes
   preview_data  write a contact sheet (DIR/previews/data.png) of scenes of the dataset,
@@ -11,19 +16,20 @@ Modes:
 """
 import logging as logging_lib
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from scenediff_jax import data_preview
 
-MODES = ('build_data', 'preview_data', 'train_shape')
+MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the config, logs and outputs.')
-_MODE = flags.DEFINE_enum('mode', 'build_data', MODES, 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to do.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -43,11 +49,22 @@ def main(argv):
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, _MODE.value)
-  if _MODE.value == 'train_shape':
-    from scenediff_jax.training import shape_trainer  # jax/flax load only for training
+  mode = _MODE.value
+  if mode in ('train', 'eval', 'train_and_eval'):
+    from scenediff_jax.training import pipeline  # jax/flax load only for these modes
+    try:
+      stages = pipeline.train(config, workdir) if mode != 'eval' else None
+      if mode != 'train':
+        pipeline.evaluate(config, workdir, stages)
+    except (FloatingPointError, FileNotFoundError) as error:  # say what to do, not a traceback
+      logging.error('%s', error)
+      sys.exit(1)
+    return
+  if mode == 'train_shape':
+    from scenediff_jax.training import shape_trainer
     shape_trainer.train_and_evaluate(config, workdir)
     return
-  builder = data_preview.build(config) if _MODE.value == 'build_data' else None
+  builder = data_preview.build(config) if mode == 'build_data' else None
   data_preview.preview(config, workdir, builder)
 
 

@@ -1,4 +1,5 @@
-"""Training logs: one JSON object per line in `workdir/logs/metrics.jsonl`, plus absl logging."""
+"""Training logs: one JSON object per line in `workdir/logs/*.jsonl`, TensorBoard event files
+in `workdir/logs` (tags prefixed by the stage), and absl logging."""
 import json
 import math
 import os
@@ -8,9 +9,12 @@ from absl import logging
 
 class MetricLog:
 
-  def __init__(self, workdir: str, name: str = 'metrics.jsonl'):
-    os.makedirs(os.path.join(workdir, 'logs'), exist_ok=True)
-    self.path = os.path.join(workdir, 'logs', name)
+  def __init__(self, workdir: str, name: str = 'metrics.jsonl', tensorboard_prefix: str = None):
+    self.directory = os.path.join(workdir, 'logs')
+    os.makedirs(self.directory, exist_ok=True)
+    self.path = os.path.join(self.directory, name)
+    self.prefix = tensorboard_prefix
+    self._writer = None
 
   def write(self, step: int, metrics: dict):
     values = {k: float(v) for k, v in metrics.items()}
@@ -19,4 +23,14 @@ class MetricLog:
       raise FloatingPointError(f'Non-finite {", ".join(bad)} at step {step}: {values}')
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': step, **values}) + '\n')
+    if self.prefix is not None:
+      if self._writer is None:
+        import tensorboardX  # only where event files are wanted
+        self._writer = tensorboardX.SummaryWriter(self.directory, flush_secs=30)
+      for k, v in values.items():
+        self._writer.add_scalar(f'{self.prefix}/{k}', v, step)
     logging.info('step %d: %s', step, ', '.join(f'{k}={v:.4g}' for k, v in values.items()))
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()

@@ -116,7 +116,7 @@ def train(config, workdir, shape_source):
     if checkpointer.latest_step is not None:
       state = checkpointer.restore(state)
     train_step = make_train_step(model, config)
-    log = MetricLog(workdir, 'shape_metrics.jsonl')
+    log = MetricLog(workdir, 'shape_metrics.jsonl', tensorboard_prefix='shape')
     start_step = int(state.step)
     progress = tqdm.tqdm(range(start_step, t.steps), initial=start_step, total=t.steps,
                          desc='train_shape', unit='step')
@@ -132,9 +132,25 @@ def train(config, workdir, shape_source):
         history, tick = [], time.perf_counter()
       if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
         checkpointer.save(step + 1, state)
+    log.close()
     checkpointer.close()
   logging.info('Shape autoencoder trained for %d steps; checkpoints in %s/checkpoints/shape',
                t.steps, workdir)
+  return model, state.params
+
+
+def restore(config, workdir):
+  """(model, params) of the latest shape autoencoder checkpoint in the workdir."""
+  t = config.shape_training
+  model = make_model(config)
+  example = {'surface': np.zeros((1, t.surface_points, 3), np.float32),
+             'queries': np.zeros((1, t.occupancy_points, 3), np.float32)}
+  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/shape')
+  if checkpointer.latest_step is None:
+    raise FileNotFoundError(f'No shape autoencoder checkpoint in {workdir}/checkpoints/shape; '
+                            'train first with --mode=train.')
+  state = checkpointer.restore(create_state(config, model, example, jax.random.key(t.seed)))
+  checkpointer.close()
   return model, state.params
 
 

@@ -1,0 +1,196 @@
+"""Input pipeline of the scene diffusion: scene records → fixed-size, normalised, padded batches.
+
+One example (numpy, every array fixed-size so one compiled step serves every batch):
+  image uint8 [H, W, 3], K [3, 3], world_to_cam [3, 3]
+  class int32 [N], bbox2d [N, 4], mask bool [N]           N = config.max_objects
+  pose [N, 7], layout [7]                                  normalised (SceneStatistics)
+  gaussians [N, g, 16], intrinsics [N, g, d], has_shape [N]  normalised shape latents
+  depth_points [N, P, 3], depth_mask [N, P]               world-frame depth points inside
+                                                           each instance mask (for L_align)
+Scenes with more than N objects keep the N with the most visible pixels.
+"""
+import dataclasses
+import json
+
+import grain
+import numpy as np
+
+from scenediff_jax.geometry import camera, pose as pose_lib
+from scenediff_jax.geometry.normalization import Statistics, compute_statistics
+
+
+# Pose fields are scaled so that 99% of the training objects land in [−1, 1], and clipped to
+# ±POSE_CLIP: the remaining outliers (δ of objects whose centre is near the camera plane, up to
+# ~80 image sizes) would otherwise dominate the loss.
+POSE_QUANTILE = 0.99
+POSE_CLIP = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneStatistics:
+  """Normalisation of every diffused quantity, stored next to the checkpoints."""
+  pose: Statistics
+  layout: Statistics
+  gaussians: Statistics
+  intrinsics: Statistics
+
+  def to_json(self) -> str:
+    return json.dumps({k: json.loads(getattr(self, k).to_json())
+                       for k in ('pose', 'layout', 'gaussians', 'intrinsics')}, indent=2)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'SceneStatistics':
+    d = json.loads(text)
+    return cls(**{k: Statistics.from_json(json.dumps(v)) for k, v in d.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeLatents:
+  """The shape autoencoder's code of every shape: Gaussians [S, g, 16], intrinsics [S, g, d];
+  `is_train` [S] marks training shapes (the only ones statistics may look at)."""
+  shape_ids: np.ndarray
+  gaussians: np.ndarray
+  intrinsics: np.ndarray
+  is_train: np.ndarray
+
+  def rows(self, shape_ids):
+    """Row of each shape id in the table, −1 where the shape is unknown (or the id is −1)."""
+    lookup = np.full(max(int(self.shape_ids.max()), int(np.max(shape_ids, initial=0))) + 2, -1)
+    lookup[self.shape_ids] = np.arange(len(self.shape_ids))
+    return np.where(shape_ids >= 0, lookup[np.clip(shape_ids, 0, None)], -1)
+
+  def save(self, path):
+    np.savez(path, **dataclasses.asdict(self))
+
+  @classmethod
+  def load(cls, path) -> 'ShapeLatents':
+    with np.load(path) as f:
+      return cls(**{k: f[k] for k in f.files})
+
+
+def image_size(record):
+  height, width = record['image'].shape[:2]
+  return np.array([width, height], np.float32)
+
+
+def _kept_objects(record, max_objects):
+  objects = record['objects']
+  n = len(objects['class'])
+  if n <= max_objects:
+    return np.arange(n)
+  if 'visible_pixels' in objects:
+    visible = objects['visible_pixels']
+  else:
+    visible = np.prod(objects['bbox2d'][:, 2:] - objects['bbox2d'][:, :2], -1)
+  return np.sort(np.argsort(-visible, kind='stable')[:max_objects])
+
+
+def object_poses(record):
+  """Un-normalised pose vectors [n, 7] of a record's objects."""
+  o = record['objects']
+  return pose_lib.box_to_pose(o['box3d'].astype(np.float64), o['bbox2d'].astype(np.float64),
+                              record['K'].astype(np.float64),
+                              record['world_to_cam'].astype(np.float64), image_size(record))
+
+
+def compute_scene_statistics(source, num_scenes: int, latents: ShapeLatents) -> SceneStatistics:
+  """Pose and layout statistics from the first scenes of a split; latent ones from the
+  training shapes of the table."""
+  poses, layouts = [], []
+  for i in range(min(num_scenes, len(source))):
+    record = source[i]
+    poses.append(object_poses(record))
+    layouts.append(record['layout'])
+  train = latents.is_train
+  gaussians = latents.gaussians[train].reshape(-1, latents.gaussians.shape[-1]).astype(np.float64)
+  intrinsics = latents.intrinsics[train].reshape(-1, latents.intrinsics.shape[-1]).astype(np.float64)
+  # Latents are normalised per channel by their spread (no periodic fields among them).
+  spread = lambda x: Statistics(x.mean(0), np.maximum(x.std(0), 1e-4))
+  return SceneStatistics(pose=compute_statistics(np.concatenate(poses), quantile=POSE_QUANTILE),
+                         layout=compute_statistics(np.stack(layouts), quantile=POSE_QUANTILE),
+                         gaussians=spread(gaussians), intrinsics=spread(intrinsics))
+
+
+def depth_samples(record, keep, count, rng):
+  """`count` world points per kept object, drawn (with replacement when there are fewer)
+  from the valid depth pixels inside its instance mask; mask False where it has none."""
+  instances, depth = record['instances'], record['depth']
+  valid = (instances >= 0) & (depth > 0)
+  rows, cols = np.nonzero(valid)
+  owners = instances[rows, cols]
+  points = np.zeros((len(keep), count, 3), np.float32)
+  mask = np.zeros((len(keep), count), bool)
+  for slot, k in enumerate(keep):
+    mine = np.nonzero(owners == k)[0]
+    if len(mine) == 0:
+      continue
+    pick = rng.choice(mine, count, replace=len(mine) < count)
+    pixels = np.stack([cols[pick], rows[pick]], -1).astype(np.float64)
+    points[slot] = camera.back_project(pixels, depth[rows[pick], cols[pick]].astype(np.float64),
+                                       record['K'].astype(np.float64),
+                                       record['world_to_cam'].astype(np.float64))
+    mask[slot] = True
+  return points, mask
+
+
+def prepare_scene(record, statistics: SceneStatistics, latents: ShapeLatents, max_objects: int,
+                  depth_points: int, rng: np.random.Generator) -> dict:
+  """One record → one fixed-size example (see the module docstring)."""
+  keep = _kept_objects(record, max_objects)
+  objects = {k: v[keep] for k, v in record['objects'].items()}
+  n, g, d = len(keep), latents.gaussians.shape[1], latents.intrinsics.shape[2]
+  pad = lambda x, fill=0: np.concatenate(
+      [x, np.full((max_objects - n,) + x.shape[1:], fill, x.dtype)])
+
+  poses = np.clip(statistics.pose.normalize(object_poses({**record, 'objects': objects})),
+                  -POSE_CLIP, POSE_CLIP)
+  rows = latents.rows(objects['shape_id'])
+  has_shape = rows >= 0
+  gaussians = np.zeros((n, g, latents.gaussians.shape[2]), np.float32)
+  intrinsics = np.zeros((n, g, d), np.float32)
+  gaussians[has_shape] = statistics.gaussians.normalize(latents.gaussians[rows[has_shape]])
+  intrinsics[has_shape] = statistics.intrinsics.normalize(latents.intrinsics[rows[has_shape]])
+  points, point_mask = depth_samples(record, keep, depth_points, rng)
+  return {
+      'image': record['image'],
+      'K': record['K'].astype(np.float32),
+      'world_to_cam': record['world_to_cam'].astype(np.float32),
+      'class': pad(objects['class'].astype(np.int32)),
+      'bbox2d': pad(objects['bbox2d'].astype(np.float32)),
+      'mask': pad(np.ones(n, bool)),
+      'pose': pad(poses.astype(np.float32)),
+      'layout': np.clip(statistics.layout.normalize(record['layout'].astype(np.float64)),
+                        -POSE_CLIP, POSE_CLIP).astype(np.float32),
+      'gaussians': pad(gaussians),
+      'intrinsics': pad(intrinsics),
+      'has_shape': pad(has_shape),
+      'depth_points': pad(points),
+      'depth_mask': pad(point_mask),
+  }
+
+
+class _Prepare(grain.transforms.RandomMap):
+  def __init__(self, statistics, latents, max_objects, depth_points):
+    self.args = (statistics, latents, max_objects, depth_points)
+
+  def random_map(self, record, rng: np.random.Generator):
+    return prepare_scene(record, *self.args, rng)
+
+
+def training_batches(source, statistics, latents, config):
+  """Endless shuffled batches; `dataset[step]` is batch `step` on every run (for resuming)."""
+  if len(source) == 0:
+    raise ValueError('The scene dataset is empty; build it with --mode=build_data first.')
+  t = config.training
+  return (grain.MapDataset.source(source)
+          .seed(t.seed)
+          .shuffle()
+          .repeat()
+          .random_map(_Prepare(statistics, latents, config.max_objects, t.depth_points))
+          .batch(t.batch_size, drop_remainder=True))
+
+
+def prefetched(batches, start_step: int, num_threads: int = 2):
+  """Iterates batches[start_step:] with background reading and preprocessing."""
+  return iter(batches[start_step:].to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)))
