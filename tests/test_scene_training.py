@@ -191,3 +191,44 @@ def test_main_trains_checkpoints_resumes_and_evaluates(tmp_path):
   report = (work / 'eval' / 'report.md').read_text()
   assert 'trivial baseline' in report
   assert len(os.listdir(work / 'eval' / 'previews')) == 2
+
+
+_TWO_DEVICES = '''
+import jax, numpy as np, pickle, sys
+from jax.sharding import AxisType
+from scenediff_jax.training import scene_trainer, sharding
+sys.path.insert(0, 'tests')
+from test_scene_training import tiny_config
+config, batch, statistics = pickle.load(open(sys.argv[1], 'rb'))
+model = scene_trainer.make_model(config)
+results = []
+for mesh in (sharding.make_mesh(), jax.make_mesh((1,), ('data',), axis_types=(AxisType.Auto,),
+                                                 devices=jax.devices()[:1])):
+  with jax.set_mesh(mesh):
+    b = scene_trainer.device_batch(batch, mesh)
+    state = scene_trainer.initial_state(config, model, b, mesh)
+    step = scene_trainer.make_train_step(model, scene_trainer.make_schedule(config), statistics,
+                                         config)
+    state, metrics = step(state, b, jax.random.key(3), True)
+    results.append((float(metrics['loss']), np.asarray(jax.tree.leaves(state.params)[0]),
+                    len(b['image'].sharding.device_set)))
+(loss2, leaf2, n2), (loss1, leaf1, n1) = results
+assert (n2, n1) == (2, 1), (n2, n1)
+assert np.isclose(loss1, loss2, rtol=1e-4), (loss1, loss2)
+assert np.allclose(leaf1, leaf2, atol=1e-5)
+print('OK')
+'''
+
+
+@pytest.mark.slow
+def test_train_step_gives_the_same_result_on_two_devices(scenes, prepared, tmp_path):
+  """The same code shards the batch over a 2-device mesh and matches one device."""
+  import pickle
+  config = tiny_config()
+  batch = _batch(scenes, prepared, [0, 1], config)
+  path = tmp_path / 'inputs.pkl'
+  path.write_bytes(pickle.dumps((config, batch, prepared[1])))
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  result = subprocess.run([sys.executable, '-c', _TWO_DEVICES, str(path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
