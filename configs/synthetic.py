@@ -73,7 +73,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       split='test', num_scenes=8 if smoke else 0,  # 0: the whole split
       batch_size=8 if smoke else 50, use_ema=True, seed=0,
-      mesh_objects=4 if smoke else 40,  # objects whose meshes are extracted for CD / F-score
+      mesh_objects=4 if smoke else 25,  # objects whose meshes are extracted for CD / F-score
       mesh_resolution=32 if smoke else 64, coarse_resolution=8 if smoke else 16,
       points_per_gaussian=64 if smoke else 256,  # surface samples for the L_align metric
       depth_points=1000,  # ground-truth depth points per object for the L_align metric

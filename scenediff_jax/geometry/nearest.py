@@ -25,6 +25,10 @@ def _flatten(queries, points, point_mask):
           flat(jnp.asarray(point_mask, bool), point_mask.shape[-1:]))
 
 
+# jit at the entry points: called eagerly (metrics, one object at a time), the scans inside
+# would be re-traced and re-compiled on every call, and thousands of compilations exhaust
+# the process's memory maps.
+@functools.partial(jax.jit, static_argnames=('query_tile', 'point_tile'))
 def nearest_sq_dist(queries, points, point_mask=None, *, query_tile=QUERY_TILE,
                     point_tile=POINT_TILE):
   """Squared distance [..., M] from each query [..., M, 3] to its nearest point [..., N, 3].
@@ -38,6 +42,7 @@ def nearest_sq_dist(queries, points, point_mask=None, *, query_tile=QUERY_TILE,
   return d2.reshape(batch + q.shape[1:2])
 
 
+@functools.partial(jax.jit, static_argnames=('query_tile', 'point_tile'))
 def nearest_index(queries, points, point_mask=None, *, query_tile=QUERY_TILE,
                   point_tile=POINT_TILE):
   """Index [..., M] of each query's nearest valid point (same tiling; not differentiable)."""

@@ -83,6 +83,8 @@ def evaluate(config, workdir, stages, true_mesh):
   sample = sampling.make_sampler(model, scene_trainer.make_schedule(config), config)
   decode_occupancy = jax.jit(lambda g, i, q: stages.shape_model.apply(
       stages.shape_params, g, i, q, method=ShapeAutoencoder.occupancy))
+  surface_samples = jax.jit(lambda key, g, boxes: boxes_lib.canonical_to_world(
+      gmm.sample(key, g, e.points_per_gaussian).reshape(*g.shape[:2], -1, 3), boxes))
   source = stages.scenes.as_data_source(e.split)
   indices = list(range(len(source) if e.num_scenes <= 0 else min(e.num_scenes, len(source))))
 
@@ -92,15 +94,15 @@ def evaluate(config, workdir, stages, true_mesh):
   for records, batch in _batches(source, indices, stages, config):
     key = jax.random.fold_in(jax.random.key(e.seed), len(predictions))
     decoded = sampling.decode(sample(params, batch, key), batch, stages.statistics)
+    surfaces = np.asarray(surface_samples(jax.random.fold_in(key, 1), decoded['gaussians'],
+                                          decoded['boxes']))
     for b, record in enumerate(records):
       index = len(predictions)
       rng = np.random.default_rng([e.seed, index])
       truth = _ground_truth(record, e.depth_points, rng)
       n = len(truth['objects']['class'])  # SynthRooms scenes never exceed max_objects
-      boxes, gaussians = decoded['boxes'][b, :n], decoded['gaussians'][b, :n]
-      canonical = np.asarray(gmm.sample(jax.random.key(index), jnp.asarray(gaussians),
-                                        e.points_per_gaussian)).reshape(n, -1, 3)
-      surface = boxes_lib.canonical_to_world(canonical.astype(np.float64), boxes)
+      boxes, gaussians, surface = (decoded['boxes'][b, :n], decoded['gaussians'][b, :n],
+                                   surfaces[b, :n])
       pred_meshes, gt_meshes = [None] * n, [None] * n
       for k in range(min(n, meshes_left)):
         occupancy_fn = lambda q: decode_occupancy(
