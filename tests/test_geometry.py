@@ -177,3 +177,23 @@ def test_statistics_normalise_into_unit_range_and_round_trip(tmp_path):
   np.testing.assert_allclose(restored.denormalize(normalized), poses, atol=1e-12)
   jax_out = restored.denormalize(jnp.asarray(normalized, jnp.float32))
   np.testing.assert_allclose(np.asarray(jax_out), poses, rtol=1e-5, atol=1e-5)
+
+
+def test_quarter_turn_canonical_keeps_the_solid_and_picks_one_yaw():
+  b = random_boxes(200)
+  c = boxes.quarter_turn_canonical(b)
+  assert np.all(np.abs(c[:, 6]) <= np.pi / 4 + 1e-9)
+  # The same solid: the same set of corners (order aside).
+  for original, canonical in zip(boxes.box_corners(b), boxes.box_corners(c)):
+    distance = np.linalg.norm(original[:, None] - canonical[None], axis=-1)
+    assert distance.min(1).max() < 1e-9
+  # Known answer: a quarter turn swaps width and depth.
+  turned = boxes.quarter_turn_canonical(np.array([0, 0, 2, 1.0, 0.5, 3.0, np.pi / 2 + 0.1]))
+  np.testing.assert_allclose(turned, [0, 0, 2, 3.0, 0.5, 1.0, 0.1], atol=1e-12)
+  # Four representations of one room all map to the same one.
+  room = np.array([0.2, -0.1, 3.0, 4.0, 2.6, 5.0, 0.3])
+  variants = [room + [0, 0, 0, 0, 0, 0, k * np.pi / 2] for k in range(-2, 2)]
+  variants = [np.where(np.arange(7) == 3, v[5], np.where(np.arange(7) == 5, v[3], v))
+              if k % 2 else v for k, v in zip(range(-2, 2), variants)]
+  for v in variants:
+    np.testing.assert_allclose(boxes.quarter_turn_canonical(v), room, atol=1e-12)

@@ -22,6 +22,20 @@ def wrap_angle(angle):
   return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
+def quarter_turn_canonical(boxes):
+  """The same boxes [..., 7] with yaw in [−π/4, π/4]: a box turned by a quarter turn with
+  width and depth swapped is the same solid, so room boxes get one representation instead of
+  four (a diffusion model would otherwise average between them)."""
+  xp = namespace(boxes)
+  turns = xp.round(boxes[..., 6] / (np.pi / 2))
+  odd = (turns % 2) == 1
+  width = xp.where(odd, boxes[..., 5], boxes[..., 3])
+  depth = xp.where(odd, boxes[..., 3], boxes[..., 5])
+  yaw = boxes[..., 6] - turns * (np.pi / 2)
+  return xp.stack([boxes[..., 0], boxes[..., 1], boxes[..., 2], width, boxes[..., 4], depth, yaw],
+                  -1)
+
+
 def rotation_y(yaw):
   """R_y(yaw) [..., 3, 3]."""
   xp = namespace(yaw)

@@ -35,18 +35,21 @@ class Statistics:
     return cls(np.asarray(d['mean'], np.float64), np.asarray(d['scale'], np.float64))
 
 
-def compute_statistics(vectors, periodic_fields=(6,), min_scale=1e-3, quantile=1.0) -> Statistics:
-  """Statistics of vectors [N, F]; `periodic_fields` are angles in [−π, π) (μ = 0, scale = π).
+def compute_statistics(vectors, periodic_fields=(6,), min_scale=1e-3, quantile=1.0,
+                       periodic_scale=np.pi, robust=False) -> Statistics:
+  """Statistics of vectors [N, F]; `periodic_fields` are angles in [−π, π) (μ = 0, scale =
+  `periodic_scale`).
 
   The scale is the `quantile` of |x − μ| (1.0: the largest deviation). A lower quantile keeps
   heavy-tailed fields usable: δ of an object whose centre is near the camera plane projects
   dozens of image sizes away and would squeeze every other δ to ~0 under the maximum.
+  With `robust`, μ is the median (those outliers shift the mean by most of a typical δ).
   """
   vectors = np.asarray(vectors, np.float64)
   if vectors.ndim != 2 or len(vectors) == 0:
     raise ValueError(f'Need a non-empty [N, F] array of vectors, got shape {vectors.shape}.')
-  mean = vectors.mean(0)
+  mean = np.median(vectors, 0) if robust else vectors.mean(0)
   scale = np.maximum(np.quantile(np.abs(vectors - mean), quantile, axis=0), min_scale)
   for f in periodic_fields:
-    mean[f], scale[f] = 0.0, np.pi
+    mean[f], scale[f] = 0.0, periodic_scale
   return Statistics(mean, scale)
