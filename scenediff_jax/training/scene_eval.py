@@ -23,6 +23,9 @@ from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
 from scenediff_jax.training import checkpoints, scene_data, scene_trainer, sharding
 
 
+MESH_BATCH = 8192  # occupancy queries per decoder call during mesh extraction
+
+
 def _stack(examples):
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
@@ -107,8 +110,11 @@ def evaluate(config, workdir, stages, true_mesh):
       for k in range(min(n, meshes_left)):
         occupancy_fn = lambda q: decode_occupancy(
             gaussians[k][None], decoded['intrinsics'][b, k][None], jnp.asarray(q)[None])[0]
+        # Small query batches: every call is padded to batch_size, and a 64³ grid needs
+        # only ~10⁴–10⁵ queries in all.
         pred_meshes[k], _ = mesh_lib.extract_mesh(occupancy_fn, resolution=e.mesh_resolution,
-                                                  coarse_resolution=e.coarse_resolution)
+                                                  coarse_resolution=e.coarse_resolution,
+                                                  batch_size=MESH_BATCH)
         gt_meshes[k] = true_mesh(int(truth['objects']['shape_id'][k]))
       meshes_left -= min(n, meshes_left)
       truth['objects']['mesh'] = gt_meshes
