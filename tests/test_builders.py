@@ -93,7 +93,7 @@ def test_main_builds_and_previews_the_smoke_config(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   workdir = tmp_path / 'work'
   result = _main('--config=configs/synthetic.py:smoke', f'--config.data_dir={data_dir}',
-                 f'--workdir={workdir}')  # the default mode: build_data
+                 f'--workdir={workdir}', '--mode=build_data')
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.getsize(workdir / 'previews' / 'data.png') > 10_000
   saved = json.loads((workdir / 'config.json').read_text())
