@@ -13,7 +13,7 @@ import pytest
 from scenediff_jax.evaluation import box_iou_3d
 from scenediff_jax.geometry import boxes as boxes_lib, pose as pose_lib
 from scenediff_jax.inference import sampling
-from scenediff_jax.models.scene_model import SceneModel, make_model
+from scenediff_jax.models.scene_model import make_model
 from scenediff_jax.training import scene_data, scene_trainer, sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
