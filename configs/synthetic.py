@@ -46,7 +46,9 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       resnet_depth=18, base_width=8 if smoke else 16, num_stages=2 if smoke else 3,
       roi_size=4 if smoke else 8, roi_channels=16 if smoke else 32,
       feature_width=16 if smoke else 32, condition_size=32 if smoke else 64,
-      box_frequencies=10))
+      box_frequencies=10,
+      # PAPER.md is silent on the layout's condition: the whole image and the camera (image_encoder.py).
+      layout_from_image=True))
   config.denoiser = ml_collections.ConfigDict(dict(
       pose_widths=(32, 32) if smoke else (64, 64, 128, 128), num_heads=2 if smoke else 4,
       head_dim=8 if smoke else 16, use_isa=True, shape_width=32 if smoke else 64,

@@ -1,12 +1,14 @@
 """The image encoder: ROI-align conventions (known answers and a slow reference), the
-per-object condition (shapes, independence, box encoding), the null condition, purity."""
+per-object and layout conditions (shapes, what each depends on, box and camera encodings),
+the null condition, purity."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scenediff_jax.models.image_encoder import (ImageEncoder, ResNet, box_encoding, feature_stride,
-                                                num_groups, roi_align)
+from scenediff_jax.geometry import camera as camera_lib
+from scenediff_jax.models.image_encoder import (ImageEncoder, ResNet, box_encoding, camera_encoding,
+                                                feature_stride, num_groups, roi_align)
 
 TINY = dict(resnet_depth=18, base_width=8, num_stages=2, roi_size=4, roi_channels=8,
             feature_width=16, condition_size=16, box_frequencies=4)
@@ -19,7 +21,10 @@ def _inputs(seed=0):
   bbox2d = np.array([[[4, 6, 30, 40], [35, 2, 60, 20], [10, 30, 50, 45], [0, 0, 0, 0]],
                      [[0, 0, 63, 47], [20, 10, 28, 18], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)
   classes = np.array([[1, 3, 8, 0], [0, 9, 0, 0]], np.int32)  # padded objects: class 0
-  return image, bbox2d, classes
+  K = np.stack([camera_lib.intrinsics(50.0, (WIDTH - 1) / 2, (HEIGHT - 1) / 2)] * 2).astype(np.float32)
+  world_to_cam = np.stack([camera_lib.world_to_cam(0.2, 0.05),
+                           camera_lib.world_to_cam(0.4, -0.03)]).astype(np.float32)
+  return image, K, world_to_cam, bbox2d, classes
 
 
 def _init(model, seed=0):
@@ -118,7 +123,7 @@ def test_shapes_and_finite_values_with_padded_objects(depth, tiny):
     params, apply = _init(model, 1), jax.jit(model.apply)
   inputs = _inputs()
   y = apply(params, *inputs)
-  assert y.shape == (2, 4, TINY['condition_size']) and y.dtype == jnp.float32
+  assert y.shape == (2, 1 + 4, TINY['condition_size']) and y.dtype == jnp.float32
   assert np.all(np.isfinite(y))
   if depth == 18:  # gradients through ROI-align of padded (all-zero) boxes stay finite too
     grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, *inputs) ** 2)))(params)
@@ -127,24 +132,77 @@ def test_shapes_and_finite_values_with_padded_objects(depth, tiny):
 
 def test_objects_are_independent_and_see_their_own_pixels(tiny):
   _, params, apply = tiny
-  image, bbox2d, classes = _inputs()
-  y = apply(params, image, bbox2d, classes)
-  # Another object's box and class, and another scene's image, do not matter...
+  image, K, world_to_cam, bbox2d, classes = _inputs()
+  y = apply(params, image, K, world_to_cam, bbox2d, classes)
+  # Another object's box and class, another scene's image, and the camera do not matter...
   bbox_b, classes_b = bbox2d.copy(), classes.copy()
   bbox_b[0, 2] = [40, 20, 62, 46]
   classes_b[0, 2] = 5
   image_b = image.copy()
   image_b[1] = 255 - image_b[1]
-  y_b = apply(params, image_b, bbox_b, classes_b)
-  np.testing.assert_allclose(y_b[0, [0, 1, 3]], y[0, [0, 1, 3]], atol=1e-6)
-  assert not np.allclose(y_b[0, 2], y[0, 2], atol=1e-4)
-  assert not np.allclose(y_b[1], y[1], atol=1e-4)
+  y_b = apply(params, image_b, K, world_to_cam[::-1], bbox_b, classes_b)
+  np.testing.assert_allclose(y_b[0, 1 + np.array([0, 1, 3])], y[0, 1 + np.array([0, 1, 3])], atol=1e-6)
+  assert not np.allclose(y_b[0, 1 + 2], y[0, 1 + 2], atol=1e-4)
+  assert not np.allclose(y_b[1, 1:], y[1, 1:], atol=1e-4)
   # ...but the pixels inside an object's own box do.
   image_c = image.copy()
   image_c[0, 10:35, 8:26] = 0  # inside object 0's box (4, 6, 30, 40)
-  y_c = apply(params, image_c, bbox2d, classes)
-  assert not np.allclose(y_c[0, 0], y[0, 0], atol=1e-4)
+  y_c = apply(params, image_c, K, world_to_cam, bbox2d, classes)
+  assert not np.allclose(y_c[0, 1 + 0], y[0, 1 + 0], atol=1e-4)
   np.testing.assert_allclose(y_c[1], y[1], atol=1e-6)
+
+
+def test_the_layout_sees_the_whole_image_and_the_camera_not_the_boxes(tiny):
+  _, params, apply = tiny
+  image, K, world_to_cam, bbox2d, classes = _inputs()
+  y = apply(params, image, K, world_to_cam, bbox2d, classes)
+  # Other boxes and classes leave the layout's condition alone.
+  y_boxes = apply(params, image, K, world_to_cam, bbox2d[::-1], classes[::-1])
+  np.testing.assert_allclose(y_boxes[:, 0], y[:, 0], atol=1e-6)
+  # Pixels outside every box, the pitch and the focal length each change it.
+  image_corner = image.copy()
+  image_corner[0, 41:, :4] = 255 - image_corner[0, 41:, :4]  # no box of scene 0 covers this
+  y_corner = apply(params, image_corner, K, world_to_cam, bbox2d, classes)
+  assert not np.allclose(y_corner[0, 0], y[0, 0], atol=1e-4)
+  np.testing.assert_allclose(y_corner[1], y[1], atol=1e-6)
+  y_pitch = apply(params, image, K, world_to_cam[::-1], bbox2d, classes)
+  assert not np.allclose(y_pitch[:, 0], y[:, 0], atol=1e-4)
+  np.testing.assert_allclose(y_pitch[:, 1:], y[:, 1:], atol=1e-6)
+  K_long = K.copy()
+  K_long[1, :2, :2] *= 1.5
+  y_focal = apply(params, image, K_long, world_to_cam, bbox2d, classes)
+  assert changed_only(y_focal, y, (1, 0))
+
+
+def changed_only(a, b, index):
+  """True when a and b differ at `index` and nowhere else."""
+  a, b = np.asarray(a).copy(), np.asarray(b).copy()
+  if np.allclose(a[index], b[index], atol=1e-4):
+    return False
+  a[index] = b[index]
+  return np.allclose(a, b, atol=1e-6)
+
+
+def test_camera_encoding_is_resolution_free():
+  K = camera_lib.intrinsics(300.0, 159.5, 119.5)
+  R = camera_lib.world_to_cam(0.3, 0.1)
+  enc = camera_encoding(jnp.asarray(K), jnp.asarray(R), (240, 320))
+  np.testing.assert_allclose(enc[:4], [300 / 320, 300 / 240, 159.5 / 320, 119.5 / 240], rtol=1e-6)
+  np.testing.assert_allclose(enc[4:], R.reshape(9), atol=1e-6)
+  # Twice the resolution with K scaled alike: the same intrinsics part.
+  K2 = np.diag([2.0, 2.0, 1.0]) @ K
+  enc2 = camera_encoding(jnp.asarray(K2), jnp.asarray(R), (480, 640))
+  np.testing.assert_allclose(enc2[:4], enc[:4], rtol=1e-3)
+
+
+def test_a_learned_layout_token_instead_of_the_image():
+  model = ImageEncoder(**TINY, layout_from_image=False)
+  params = _init(model)
+  image, K, world_to_cam, bbox2d, classes = _inputs()
+  y = model.apply(params, image, K, world_to_cam, bbox2d, classes)
+  token = params['params']['layout_token']
+  np.testing.assert_array_equal(y[:, 0], np.broadcast_to(token, y[:, 0].shape))
+  assert 'layout_head' not in params['params']
 
 
 def test_drop_gives_the_null_condition(tiny):
@@ -158,7 +216,7 @@ def test_drop_gives_the_null_condition(tiny):
   np.testing.assert_allclose(y_drop[1], y[1], atol=1e-6)
   assert not np.allclose(y[0], y_drop[0], atol=1e-4)
   null_batch = model.apply(params, 2, 4, method=ImageEncoder.null)
-  np.testing.assert_array_equal(null_batch, np.broadcast_to(null, (2, 4, TINY['condition_size'])))
+  np.testing.assert_array_equal(null_batch, np.broadcast_to(null, (2, 1 + 4, TINY['condition_size'])))
   np.testing.assert_array_equal(apply(params, *inputs, drop=jnp.array([False, False])), y)
 
 
@@ -176,10 +234,10 @@ def test_condition_encodes_box_position_and_class(tiny):
   # Silence the ROI features so that only the box encoding and the one-hot can differ.
   params = {'params': {**params['params'],
                        'roi_head': jax.tree.map(jnp.zeros_like, params['params']['roi_head'])}}
-  image, _, _ = _inputs()
+  image, K, world_to_cam, _, _ = _inputs()
   bbox2d = np.array([[[4, 6, 30, 40], [8, 6, 34, 40], [4, 6, 30, 40], [4, 6, 30, 40]]] * 2, np.float32)
   classes = np.array([[2, 2, 2, 7]] * 2, np.int32)
-  y = apply(params, image, bbox2d, classes)
+  y = apply(params, image, K, world_to_cam, bbox2d, classes)[:, 1:]
   np.testing.assert_allclose(y[0, 0], y[0, 2], atol=1e-6)  # same box and class
   np.testing.assert_allclose(y[0], y[1], atol=1e-6)  # the image no longer matters
   assert not np.allclose(y[0, 0], y[0, 1], atol=1e-4)  # shifted box

@@ -21,7 +21,8 @@ def make_inputs(seed, num_objects=N):
            'pose': jax.random.normal(k[1], (B, num_objects, 7)),
            'gaussians': jax.random.normal(k[2], (B, num_objects, G, 16)),
            'intrinsics': jax.random.normal(k[3], (B, num_objects, G, D))}
-  return noisy, jnp.array([10, 700], jnp.int32), jax.random.normal(k[4], (B, num_objects, C))
+  # condition: the layout's, then one per object.
+  return noisy, jnp.array([10, 700], jnp.int32), jax.random.normal(k[4], (B, 1 + num_objects, C))
 
 
 def random_params(model, seed):
@@ -41,7 +42,7 @@ def random_params(model, seed):
     if names[-1] == 'kernel':  # MHA's out kernel is [heads, head_dim, out]
       fan_in = np.prod(shape.shape[:-1]) if names[-2] == 'out' else shape.shape[0]
       return noise / np.sqrt(fan_in)
-    return noise  # embeddings and the learned layout condition
+    return noise  # embeddings
 
   return jax.tree.map_with_path(leaf, shapes)
 
@@ -98,7 +99,7 @@ def test_padding_never_changes_real_elements(isa):
          jnp.where(np.pad(MASK, ((0, 0), (0, 3))).reshape(B, N + 3, *[1] * (noisy[k].ndim - 2)),
                    jnp.pad(noisy[k], [(0, 0), (0, 3)] + [(0, 0)] * (noisy[k].ndim - 2)), 100 * garbage[k])
          for k in KEYS}
-  big_condition = jnp.where(np.pad(MASK, ((0, 0), (0, 3)))[..., None],
+  big_condition = jnp.where(np.pad(MASK, ((0, 0), (1, 3)), constant_values=True)[..., None],
                             jnp.pad(condition, ((0, 0), (0, 3), (0, 0))), 100 * garbage_condition)
   out = apply(params, big, t, big_condition, np.pad(MASK, ((0, 0), (0, 3))))
   np.testing.assert_allclose(out['layout'], ref['layout'], atol=1e-5)
@@ -113,7 +114,7 @@ def test_permuting_objects_permutes_outputs(isa):
   perm = np.array([3, 0, 4, 1, 2])
   ref = apply(params, noisy, t, condition, MASK)
   permuted = {k: v if k == 'layout' else v[:, perm] for k, v in noisy.items()}
-  out = apply(params, permuted, t, condition[:, perm], MASK[:, perm])
+  out = apply(params, permuted, t, condition[:, np.concatenate([[0], 1 + perm])], MASK[:, perm])
   np.testing.assert_allclose(out['layout'], ref['layout'], atol=1e-5)
   for key in KEYS[1:]:
     np.testing.assert_allclose(out[key], ref[key][:, perm], atol=1e-5)
@@ -121,7 +122,7 @@ def test_permuting_objects_permutes_outputs(isa):
 
 def change_object(noisy, condition, j):
   noisy = {k: v if k == 'layout' else v.at[:, j].add(1.0) for k, v in noisy.items()}
-  return noisy, condition.at[:, j].add(1.0)
+  return noisy, condition.at[:, 1 + j].add(1.0)
 
 
 @pytest.mark.parametrize('use_isa', [False, True])
@@ -144,6 +145,20 @@ def test_objects_mix_only_through_isa(use_isa, isa, no_isa):
     assert changed(out['layout'], ref['layout'], atol=1e-6)
   else:
     np.testing.assert_allclose(out['layout'], ref['layout'], atol=1e-6)
+
+
+@pytest.mark.parametrize('use_isa', [False, True])
+def test_the_layout_condition_reaches_the_layout(use_isa, isa, no_isa):
+  _, params, apply = no_isa if not use_isa else isa
+  noisy, t, condition = make_inputs(14)
+  ref = apply(params, noisy, t, condition, MASK)
+  out = apply(params, noisy, t, condition.at[:, 0].add(1.0), MASK)
+  assert changed(out['layout'], ref['layout'])
+  for key in KEYS[1:]:  # objects hear of it only through ISA
+    if use_isa:
+      assert changed(out[key], ref[key], atol=1e-6), key
+    else:
+      np.testing.assert_allclose(out[key], ref[key], atol=1e-6)
 
 
 def test_time_conditioning(isa):

@@ -20,15 +20,14 @@ def latent_template(batch_size, num_objects, num_parts, intrinsic_size):
 
 def make_sampler(model: SceneModel, schedule, config, *, unconditional=False):
   """A jitted sampler(params, batch, key) → normalised x₀ dict for a padded batch with
-  image, bbox2d, class and mask (DDIM with the config's steps, eta and guidance scale)."""
+  image, K, world_to_cam, bbox2d, class and mask (DDIM with the config's steps, eta and guidance scale)."""
   d, s = config.diffusion, config.shape_model
 
   @jax.jit
   def sample(params, batch, key):
     batch_size, num_objects = batch['class'].shape
     null = model.apply(params, batch_size, num_objects, method=SceneModel.null_condition)
-    y = null if unconditional else model.apply(
-        params, batch['image'], batch['bbox2d'], batch['class'], method=SceneModel.condition)
+    y = null if unconditional else model.apply(params, batch, method=SceneModel.condition)
     denoise = lambda condition, x, t: model.apply(params, x, t, condition, batch['mask'],
                                                   method=SceneModel.denoise)
     denoise_fn = diffusion.guided_denoise_fn(functools.partial(denoise, y),

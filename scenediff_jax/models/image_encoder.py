@@ -1,9 +1,16 @@
-"""The image encoder: image + 2D boxes + classes → the per-object condition y_i of the denoiser.
+"""The image encoder: image + camera + 2D boxes + classes → the condition of every scene element.
 
 PAPER.md, "Conditioning": image features inside each 2D box, ROI-aligned to S×S and passed
 through a small CNN to a vector; a sinusoidal encoding of the box corners; the class
 one-hot. Their concatenation, projected by one Dense layer, is y_i. A learned null
 condition stands in for y when the image is dropped (classifier-free guidance).
+
+The paper is silent on the layout's condition. Decision: the room box is conditioned on the
+whole image, ROI-aligned like an object spanning the frame through its own CNN, and on the
+camera (intrinsics relative to the image size, and the pitch/roll rotation), because the
+room box lives in the gravity-aligned frame while the image is seen through the tilted
+camera. With `layout_from_image=False` it gets a learned token instead (no image evidence
+beyond what attention to the objects brings); on SynthRooms that loses to the mean room box.
 
 The backbone is a ResNet with GroupNorm instead of BatchNorm, so `apply` is a pure function
 of params and inputs (no batch statistics to carry or to sync across devices).
@@ -150,6 +157,15 @@ def roi_align(features, boxes, output_size: int, stride: int, sampling_ratio: in
                     wx.astype(features.dtype), precision=jax.lax.Precision.HIGHEST)
 
 
+def camera_encoding(K, world_to_cam, image_size):
+  """K [..., 3, 3], world_to_cam [..., 3, 3] → [..., 13]: fx, fy, cx, cy over the image
+  width/height (resolution-free), then the 9 rotation entries (pitch and roll)."""
+  height, width = image_size
+  scale = jnp.array([width, height, width, height], jnp.float32)
+  intrinsics = jnp.stack([K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]], -1) / scale
+  return jnp.concatenate([intrinsics, world_to_cam.reshape(*world_to_cam.shape[:-2], 9)], -1)
+
+
 def box_encoding(bbox2d, image_size, num_frequencies: int):
   """Sinusoidal encoding of box corners [..., 4] → [..., 4 + 8·F].
 
@@ -176,10 +192,12 @@ class RoiHead(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-  """(image uint8 [B, H, W, 3], bbox2d [B, N, 4] pixels, classes [B, N]) → y [B, N, D].
+  """(image uint8 [B, H, W, 3], K [B, 3, 3], world_to_cam [B, 3, 3], bbox2d [B, N, 4] pixels,
+  classes [B, N]) → y [B, 1 + N, D]: the layout's condition, then one per object.
 
-  Each object's y depends on the image, its own box and its own class only. `drop` [B]
-  (bool, optional) replaces every y of a scene by the learned null condition.
+  Each object's y depends on the image, its own box and its own class only; the layout's on
+  the whole image and the camera. `drop` [B] (bool, optional) replaces every y of a scene by
+  the learned null condition.
   """
   resnet_depth: int = 18
   base_width: int = 64
@@ -189,6 +207,7 @@ class ImageEncoder(nn.Module):
   feature_width: int = 512
   condition_size: int = 512
   box_frequencies: int = 10
+  layout_from_image: bool = True
   num_classes: int = len(CLASSES)
 
   def setup(self):
@@ -196,6 +215,12 @@ class ImageEncoder(nn.Module):
     self.project = nn.Conv(self.roi_channels, (1, 1))
     self.roi_head = RoiHead(self.feature_width)
     self.output = nn.Dense(self.condition_size)
+    if self.layout_from_image:
+      self.layout_head = RoiHead(self.feature_width)
+      self.layout_output = nn.Dense(self.condition_size)
+    else:
+      self.layout_token = self.param('layout_token', nn.initializers.normal(1.0),
+                                     (self.condition_size,))
     self.null_condition = self.param('null_condition', nn.initializers.normal(0.02),
                                      (self.condition_size,))
 
@@ -204,19 +229,28 @@ class ImageEncoder(nn.Module):
     return feature_stride(self.num_stages)
 
   def null(self, batch_size: int, num_objects: int):
-    """The null condition broadcast to [B, N, D]: unconditional sampling needs no image."""
-    return jnp.broadcast_to(self.null_condition, (batch_size, num_objects, self.condition_size))
+    """The null condition broadcast to [B, 1 + N, D]: unconditional sampling needs no image."""
+    return jnp.broadcast_to(self.null_condition,
+                            (batch_size, 1 + num_objects, self.condition_size))
 
-  def __call__(self, image, bbox2d, classes, drop=None):
+  def __call__(self, image, K, world_to_cam, bbox2d, classes, drop=None):
+    batch_size, height, width = image.shape[:3]
     features = self.project(self.backbone(image))
-    align = functools.partial(roi_align, output_size=self.roi_size, stride=self.stride)
-    rois = jax.vmap(align)(features, bbox2d)  # [B, N, S, S, C]
-    y = jnp.concatenate([
-        self.roi_head(rois),
-        box_encoding(bbox2d, image.shape[1:3], self.box_frequencies),
+    align = jax.vmap(functools.partial(roi_align, output_size=self.roi_size, stride=self.stride))
+    objects = self.output(jnp.concatenate([
+        self.roi_head(align(features, bbox2d)),  # [B, N, S, S, C] → [B, N, F]
+        box_encoding(bbox2d, (height, width), self.box_frequencies),
         jax.nn.one_hot(classes, self.num_classes, dtype=jnp.float32),
-    ], axis=-1)
-    y = self.output(y)
+    ], axis=-1))
+    if self.layout_from_image:
+      frame = jnp.broadcast_to(jnp.array([0.0, 0.0, width - 1, height - 1]), (batch_size, 1, 4))
+      layout = self.layout_output(jnp.concatenate([
+          self.layout_head(align(features, frame)),
+          camera_encoding(K, world_to_cam, (height, width))[:, None],
+      ], axis=-1))
+    else:
+      layout = jnp.broadcast_to(self.layout_token, (batch_size, 1, self.condition_size))
+    y = jnp.concatenate([layout, objects], axis=1)
     if drop is not None:
       y = jnp.where(jnp.asarray(drop)[:, None, None], self.null_condition, y)
     return y

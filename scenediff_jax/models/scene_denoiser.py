@@ -108,7 +108,7 @@ def _zero_dense(features, name):
 
 
 class SceneDenoiser(nn.Module):
-  """(noisy dict, t [B], condition [B, N, C], mask [B, N]) → ε̂ dict of the same shapes.
+  """(noisy dict, t [B], condition [B, 1 + N, C], mask [B, N]) → ε̂ dict of the same shapes.
 
   noisy: layout [B, 7], pose [B, N, 7], gaussians [B, N, g, 16], intrinsics [B, N, g, d].
   Outputs of padded objects are 0.
@@ -144,14 +144,10 @@ class SceneDenoiser(nn.Module):
     x = jnp.concatenate([layout_x, objects_x], 1)
     element_mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], 1)
 
-    # Condition tokens per element: CONDITION_TOKENS projections of y (a learned token for
-    # the layout) plus one time token.
-    layout_condition = self.param('layout_condition', nn.initializers.normal(1.0),
-                                  (condition.shape[-1],), condition.dtype)
-    y = jnp.concatenate([jnp.broadcast_to(layout_condition, (batch, 1, condition.shape[-1])),
-                         condition], 1)
+    # Condition tokens per element (the layout's first): CONDITION_TOKENS projections of its
+    # y plus one time token.
     attention_width = self.num_heads * self.head_dim
-    context = self._tokens(y, attention_width, temb, 'pose_condition')
+    context = self._tokens(condition, attention_width, temb, 'pose_condition')
 
     features = PoseUNet(self.pose_widths, self.num_heads, self.head_dim, self.use_isa)(
         x, temb, context, element_mask)
@@ -160,7 +156,7 @@ class SceneDenoiser(nn.Module):
 
     # Shape stages. The object context: its condition tokens, its pose features, t.
     object_context = jnp.concatenate([
-        self._tokens(condition, sw, temb, 'shape_condition'),
+        self._tokens(condition[:, 1:], sw, temb, 'shape_condition'),
         nn.Dense(sw, name='pose_features')(features[:, 1:])[:, :, None]], 2)
     time_token = nn.Dense(sw, name='shape_time')(temb)[:, None, None]
 

@@ -1,7 +1,8 @@
 """The image-conditioned scene diffusion network: image encoder + scene denoiser, one param tree.
 
-The condition y (per object) depends only on the image and the detections, so samplers
-compute it once (`condition`) and call `denoise` at every step.
+The condition y (the layout's, then one per object) depends only on the image, the camera
+and the detections, so samplers compute it once (`condition`) and call `denoise` at every
+step.
 """
 import flax.linen as nn
 
@@ -17,9 +18,11 @@ class SceneModel(nn.Module):
     self.encoder = ImageEncoder(**self.image_encoder)
     self.scene_denoiser = SceneDenoiser(**self.denoiser)
 
-  def condition(self, image, bbox2d, classes, drop=None):
-    """y [B, N, C]; scenes flagged in `drop` [B] get the learned null condition."""
-    return self.encoder(image, bbox2d, classes, drop)
+  def condition(self, batch, drop=None):
+    """y [B, 1 + N, C] from a batch with image, K, world_to_cam, bbox2d and class; scenes
+    flagged in `drop` [B] get the learned null condition."""
+    return self.encoder(batch['image'], batch['K'], batch['world_to_cam'], batch['bbox2d'],
+                        batch['class'], drop)
 
   def null_condition(self, batch_size, num_objects):
     return self.encoder.null(batch_size, num_objects)
@@ -28,9 +31,9 @@ class SceneModel(nn.Module):
     """ε̂ of every scene element: dict(layout, pose, gaussians, intrinsics)."""
     return self.scene_denoiser(noisy, t, condition, mask)
 
-  def __call__(self, image, bbox2d, classes, noisy, t, mask):
+  def __call__(self, batch, noisy, t):
     # Used only by init, so that one call creates every parameter.
-    return self.denoise(noisy, t, self.condition(image, bbox2d, classes), mask)
+    return self.denoise(noisy, t, self.condition(batch), batch['mask'])
 
 
 def make_model(config) -> SceneModel:

@@ -44,8 +44,7 @@ def create_state(config, model, example_batch, key) -> TrainState:
   timesteps = jnp.zeros(b['image'].shape[:1], jnp.int32)
   noisy = {k: b[k] for k in DIFFUSED}
   # init under jit: compiled once, it is several times faster than op-by-op on a CPU.
-  params = jax.jit(model.init)(key, b['image'], b['bbox2d'], b['class'], noisy, timesteps,
-                               b['mask'])
+  params = jax.jit(model.init)(key, b, noisy, timesteps)
   total = t.diffusion_steps + t.joint_steps
   schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
                                                 max(total, t.warmup_steps + 1),
@@ -65,8 +64,7 @@ def loss_fn(params, batch, key, *, model, schedule, statistics, config, align):
   noise = diffusion.tree_normal(k_noise, x0)
   x_t = schedule.add_noise(x0, timesteps, noise)
   drop = diffusion.drop_condition_mask(k_drop, batch_size, d.condition_drop)
-  y = model.apply(params, batch['image'], batch['bbox2d'], batch['class'], drop,
-                  method=SceneModel.condition)
+  y = model.apply(params, batch, drop, method=SceneModel.condition)
   eps = model.apply(params, x_t, timesteps, y, batch['mask'], method=SceneModel.denoise)
   l_pose, l_shape = losses.denoising_losses(eps, noise, batch)
   l_align = jnp.zeros(())
