@@ -13,17 +13,19 @@ Modes:
   train_shape   train the shape autoencoder on the dataset's canonical shapes (resuming
                 from DIR/checkpoints/shape), then evaluate it on held-out shapes
                 (DIR/eval_shape/)
+  export        write the trained model as an inference bundle in DIR/export/ (jax.export
+                functions for cpu, cuda and tpu, parameters, config, statistics and a
+                loader that needs only jax and numpy); see scenediff_jax/inference/bundle.py
 """
-import logging as logging_lib
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from scenediff_jax import data_preview
+from scenediff_jax import cli, data_preview
 
-MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape')
+MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape', 'export')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
@@ -33,17 +35,10 @@ _MODE = flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to do.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries(logging_lib.Filter):
-  """Drops the INFO chatter of orbax (dozens of lines per checkpoint) from our logs."""
-
-  def filter(self, record):
-    return record.levelno > logging_lib.INFO or '/orbax/' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.quiet_libraries()
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -57,6 +52,14 @@ def main(argv):
       if mode != 'train':
         pipeline.evaluate(config, workdir, stages)
     except (FloatingPointError, FileNotFoundError) as error:  # say what to do, not a traceback
+      logging.error('%s', error)
+      sys.exit(1)
+    return
+  if mode == 'export':
+    from scenediff_jax.inference import export, trained_model
+    try:
+      export.export_bundle(workdir)
+    except (FileNotFoundError, trained_model.ModelError) as error:
       logging.error('%s', error)
       sys.exit(1)
     return

@@ -4,6 +4,6 @@ Pure jax.numpy over pytree states (one timestep per batch element); stands on no
 ours but jax, so models, training and inference can all import it.
 """
 from scenediff_jax.diffusion.guidance import drop_condition_mask, guided_denoise_fn
-from scenediff_jax.diffusion.samplers import (ddim_sample, ddim_step, ddim_timesteps,
-                                              ddpm_sample, ddpm_step, tree_normal)
+from scenediff_jax.diffusion.samplers import (ddim_sample, ddim_sample_over, ddim_step,
+                                              ddim_timesteps, ddpm_sample, ddpm_step, tree_normal)
 from scenediff_jax.diffusion.schedule import NoiseSchedule, linear_schedule

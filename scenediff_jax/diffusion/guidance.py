@@ -12,7 +12,8 @@ def guided_denoise_fn(conditional_fn, unconditional_fn, scale):
   """A denoise_fn(x_t, t) -> eps mixing two of them, leaf by leaf, with guidance `scale`.
 
   With a python scale of 1 (or 0) only the conditional (or unconditional) function is
-  returned, so turning guidance off adds no compute; a traced scale always calls both.
+  returned, so turning guidance off adds no compute. A traced scale (an exported sampler
+  takes it at run time) skips the unconditional call through `lax.cond` when it is 1.
   """
   if isinstance(scale, (int, float)):
     if scale == 1:
@@ -20,10 +21,15 @@ def guided_denoise_fn(conditional_fn, unconditional_fn, scale):
     if scale == 0:
       return unconditional_fn
 
-  def denoise_fn(x_t, t):
-    eps_c = conditional_fn(x_t, t)
+  def mix(eps_c, x_t, t):
     eps_u = unconditional_fn(x_t, t)
     return jax.tree.map(lambda c, u: u + scale * (c - u), eps_c, eps_u)
+
+  def denoise_fn(x_t, t):
+    eps_c = conditional_fn(x_t, t)
+    if isinstance(scale, (int, float)):
+      return mix(eps_c, x_t, t)
+    return jax.lax.cond(scale == 1, lambda: eps_c, lambda: mix(eps_c, x_t, t))
 
   return denoise_fn
 

@@ -122,14 +122,25 @@ def ddim_step(denoise_fn, schedule, x_t, t, t_prev, key, eta=0.0, clip_x0=None):
 
 def ddim_sample(denoise_fn, schedule, key, template, num_steps=100, eta=0.0, clip_x0=None):
   """DDIM sampling over `ddim_timesteps(T, num_steps)` (num_steps static), from N(0, I)."""
-  steps = ddim_timesteps(schedule.num_timesteps, num_steps)
-  prev = np.append(steps[1:], -1).astype(np.int32)
+  return ddim_sample_over(denoise_fn, schedule, key, template,
+                          jnp.asarray(ddim_timesteps(schedule.num_timesteps, num_steps)),
+                          eta, clip_x0)
+
+
+def ddim_sample_over(denoise_fn, schedule, key, template, timesteps, eta=0.0, clip_x0=None):
+  """DDIM sampling over given descending `timesteps` int32 [S] (e.g. `ddim_timesteps`).
+
+  The steps are an input rather than a constant, so one compiled (or exported) sampler
+  serves every step count; S may be a symbolic dimension under jax.export.
+  """
+  timesteps = jnp.asarray(timesteps, jnp.int32)
+  prev = jnp.concatenate([timesteps[1:], jnp.full((1,), -1, jnp.int32)])
   init_key, steps_key = jax.random.split(key)
   x = tree_normal(init_key, template)
-  keys = jax.random.split(steps_key, num_steps)
+  keys = jax.random.split(steps_key, timesteps.shape[0])
 
   def body(x, step):
     t, t_prev, k = step
     return ddim_step(denoise_fn, schedule, x, t, t_prev, k, eta, clip_x0), None
 
-  return jax.lax.scan(body, x, (jnp.asarray(steps), jnp.asarray(prev), keys))[0]
+  return jax.lax.scan(body, x, (timesteps, prev, keys))[0]

@@ -11,6 +11,9 @@ from scenediff_jax.geometry import boxes as boxes_lib, gmm, pose as pose_lib
 from scenediff_jax.models.scene_model import SceneModel
 
 
+MIN_DISTANCE = 0.1  # metres from the camera centre: the nearest a sampled object may be
+
+
 def latent_template(batch_size, num_objects, num_parts, intrinsic_size):
   s = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   return {'layout': s(batch_size, 7), 'pose': s(batch_size, num_objects, 7),
@@ -18,44 +21,74 @@ def latent_template(batch_size, num_objects, num_parts, intrinsic_size):
           'intrinsics': s(batch_size, num_objects, num_parts, intrinsic_size)}
 
 
-def make_sampler(model: SceneModel, schedule, config, *, unconditional=False):
-  """A jitted sampler(params, batch, key) → normalised x₀ dict for a padded batch with
-  image, K, world_to_cam, bbox2d, class and mask (DDIM with the config's steps, eta and guidance scale)."""
+def scene_sampler(model: SceneModel, schedule, config, *, unconditional=False):
+  """sample(params, batch, key, timesteps, guidance_scale) → normalised x₀ dict.
+
+  A pure function of arrays (jit-able and exportable): DDIM over the descending `timesteps`
+  with the config's eta and x̂₀ clip. `batch` has mask [B, N] and, unless unconditional,
+  image, K, world_to_cam, bbox2d and class. A python guidance_scale of 1 compiles the
+  conditional branch only; a traced one decides at run time.
+  """
   d, s = config.diffusion, config.shape_model
 
-  @jax.jit
-  def sample(params, batch, key):
-    batch_size, num_objects = batch['class'].shape
+  def sample(params, batch, key, timesteps, guidance_scale):
+    batch_size, num_objects = batch['mask'].shape
     null = model.apply(params, batch_size, num_objects, method=SceneModel.null_condition)
-    y = null if unconditional else model.apply(params, batch, method=SceneModel.condition)
     denoise = lambda condition, x, t: model.apply(params, x, t, condition, batch['mask'],
                                                   method=SceneModel.denoise)
-    denoise_fn = diffusion.guided_denoise_fn(functools.partial(denoise, y),
-                                             functools.partial(denoise, null), d.guidance_scale)
+    if unconditional:
+      denoise_fn = functools.partial(denoise, null)
+    else:
+      y = model.apply(params, batch, method=SceneModel.condition)
+      denoise_fn = diffusion.guided_denoise_fn(functools.partial(denoise, y),
+                                               functools.partial(denoise, null), guidance_scale)
     template = latent_template(batch_size, num_objects, s.num_parts, s.intrinsic_size)
-    return diffusion.ddim_sample(denoise_fn, schedule, key, template,
-                                 num_steps=d.sampling_steps, eta=d.eta,
-                                 clip_x0=d.clip_x0 or None)
+    return diffusion.ddim_sample_over(denoise_fn, schedule, key, template, timesteps,
+                                      eta=d.eta, clip_x0=d.clip_x0 or None)
 
   return sample
 
 
+def make_sampler(model: SceneModel, schedule, config, *, unconditional=False):
+  """A jitted sampler(params, batch, key) → normalised x₀ dict for a padded batch, with the
+  config's steps and guidance scale."""
+  d = config.diffusion
+  sample = scene_sampler(model, schedule, config, unconditional=unconditional)
+  timesteps = jnp.asarray(diffusion.ddim_timesteps(schedule.num_timesteps, d.sampling_steps))
+  return jax.jit(lambda params, batch, key: sample(params, batch, key, timesteps,
+                                                   d.guidance_scale))
+
+
 def decode(x0, batch, statistics):
-  """Normalised samples → numpy world boxes [B, N, 7], layouts [B, 7], valid Gaussians
-  [B, N, g, 16] and intrinsics [B, N, g, d] (canonical frame of each box)."""
-  x0 = jax.device_get(x0)
-  poses = statistics.pose.denormalize(np.asarray(x0['pose'], np.float64))
+  """Normalised samples → world boxes [B, N, 7], layouts [B, 7], valid Gaussians
+  [B, N, g, 16] and intrinsics [B, N, g, d] (canonical frame of each box).
+
+  Outside jit everything is numpy float64; inside jit (an exported sampler decodes before
+  it returns) the same code runs in jax.numpy.
+  """
+  traced = isinstance(x0['pose'], jax.core.Tracer)
+  if traced:
+    xp, x0 = jnp, dict(x0)
+    bbox2d, K, world_to_cam = batch['bbox2d'], batch['K'], batch['world_to_cam']
+  else:
+    xp, x0 = np, jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(x0))
+    bbox2d, K, world_to_cam = (np.asarray(batch[k], np.float64)
+                               for k in ('bbox2d', 'K', 'world_to_cam'))
   height, width = batch['image'].shape[1:3]
-  boxes = pose_lib.pose_to_box(poses, np.asarray(batch['bbox2d'], np.float64),
-                               np.asarray(batch['K'], np.float64)[:, None],
-                               np.asarray(batch['world_to_cam'], np.float64)[:, None],
-                               np.array([width, height], np.float64))
+  poses = statistics.pose.denormalize(x0['pose'])
+  # A centre at distance ≤ 0 along its ray would sit behind the camera, where no pixel sees it.
+  poses = xp.concatenate([poses[..., :2], xp.maximum(poses[..., 2:3], MIN_DISTANCE),
+                          poses[..., 3:]], -1)
+  boxes = pose_lib.pose_to_box(poses, bbox2d, K[:, None], world_to_cam[:, None],
+                               xp.asarray([width, height], poses.dtype))
+  layout = statistics.layout.denormalize(x0['layout'])
   # Sizes must be positive for a box; the sampler may overshoot on rare objects.
-  layout = statistics.layout.denormalize(np.asarray(x0['layout'], np.float64))
-  for b in (boxes, layout):
-    b[..., 3:6] = np.maximum(b[..., 3:6], 1e-2)
-    b[..., 6] = boxes_lib.wrap_angle(b[..., 6])
-  gaussians = np.asarray(gmm.project(statistics.gaussians.denormalize(
-      jnp.asarray(x0['gaussians']))))
-  intrinsics = statistics.intrinsics.denormalize(np.asarray(x0['intrinsics'], np.float32))
+  boxes, layout = (xp.concatenate([b[..., :3], xp.maximum(b[..., 3:6], 1e-2),
+                                   boxes_lib.wrap_angle(b[..., 6:7])], -1)
+                   for b in (boxes, layout))
+  gaussians = gmm.project(statistics.gaussians.denormalize(jnp.asarray(x0['gaussians'],
+                                                                       jnp.float32)))
+  intrinsics = statistics.intrinsics.denormalize(x0['intrinsics'].astype(xp.float32))
+  if not traced:
+    gaussians = np.asarray(gaussians)
   return {'boxes': boxes, 'layout': layout, 'gaussians': gaussians, 'intrinsics': intrinsics}

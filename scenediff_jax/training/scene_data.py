@@ -32,20 +32,26 @@ POSE_CLIP = 4.0
 
 @dataclasses.dataclass(frozen=True)
 class SceneStatistics:
-  """Normalisation of every diffused quantity, stored next to the checkpoints."""
+  """Normalisation of every diffused quantity, stored next to the checkpoints, and the
+  training images' (height, width): the size the model takes (inference resizes to it)."""
   pose: Statistics
   layout: Statistics
   gaussians: Statistics
   intrinsics: Statistics
+  image_size: tuple = None
 
   def to_json(self) -> str:
-    return json.dumps({k: json.loads(getattr(self, k).to_json())
-                       for k in ('pose', 'layout', 'gaussians', 'intrinsics')}, indent=2)
+    fields = {k: json.loads(getattr(self, k).to_json())
+              for k in ('pose', 'layout', 'gaussians', 'intrinsics')}
+    return json.dumps({**fields, 'image_size': self.image_size and list(self.image_size)},
+                      indent=2)
 
   @classmethod
   def from_json(cls, text: str) -> 'SceneStatistics':
     d = json.loads(text)
-    return cls(**{k: Statistics.from_json(json.dumps(v)) for k, v in d.items()})
+    image_size = d.pop('image_size', None)  # absent from workdirs made before it existed
+    return cls(**{k: Statistics.from_json(json.dumps(v)) for k, v in d.items()},
+               image_size=image_size and tuple(image_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +122,8 @@ def compute_scene_statistics(source, num_scenes: int, latents: ShapeLatents) -> 
   # Room yaw, once canonical (boxes.quarter_turn_canonical), is no longer periodic.
   return SceneStatistics(pose=robust(np.concatenate(poses)),
                          layout=robust(np.stack(layouts), periodic_fields=()),
-                         gaussians=spread(gaussians), intrinsics=spread(intrinsics))
+                         gaussians=spread(gaussians), intrinsics=spread(intrinsics),
+                         image_size=tuple(int(n) for n in source[0]['image'].shape[:2]))
 
 
 def depth_samples(record, keep, count, rng):

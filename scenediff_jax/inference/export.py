@@ -1,0 +1,82 @@
+"""`--mode=export`: a workdir's trained model as a portable inference bundle in DIR/export/.
+
+The three inference functions (trained_model.inference_functions) are `jax.export`ed for
+cpu, cuda and tpu with a symbolic batch dimension (and a symbolic step count and query
+count), next to the parameters as .npz, the config and statistics as JSON, and a copy of
+the loader (bundle.py) as load_bundle.py. The folder is written aside and renamed into place
+when complete.
+"""
+import json
+import os
+import shutil
+
+from absl import logging
+import jax
+from jax import export
+import jax.numpy as jnp
+import numpy as np
+
+from scenediff_jax.geometry.classes import CLASSES
+from scenediff_jax.inference import bundle, trained_model
+from scenediff_jax.inference.atomic_dir import atomic_directory
+
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+
+
+def _specs(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+
+
+def export_functions(config, statistics, scene_params, shape_params, platforms=PLATFORMS):
+  """{name: jax.export.Exported} for bundle.FUNCTIONS."""
+  sample_scene, sample_unconditional, occupancy = trained_model.inference_functions(
+      config, statistics)
+  b, s, q = export.symbolic_shape('b, s, q')
+  height, width = statistics.image_size
+  n, g = config.max_objects, config.shape_model.num_parts
+  d = config.shape_model.intrinsic_size
+  spec = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype)
+  inputs = {'image': spec((b, height, width, 3), jnp.uint8), 'K': spec((b, 3, 3)),
+            'world_to_cam': spec((b, 3, 3)), 'bbox2d': spec((b, n, 4)),
+            'class': spec((b, n), jnp.int32), 'mask': spec((b, n), jnp.bool_)}
+  key = spec((2,), jnp.uint32)  # threefry key data, jax.random.key_data(jax.random.key(seed))
+  steps = spec((s,), jnp.int32)
+  scene, shape = _specs(scene_params), _specs(shape_params)
+  run = lambda f, *args: export.export(jax.jit(f), platforms=platforms)(*args)
+  return {
+      'sample_scene': run(sample_scene, scene, inputs, key, steps, spec(())),
+      'sample_unconditional': run(sample_unconditional, scene, spec((b, n), jnp.bool_), key, steps),
+      'occupancy': run(occupancy, shape, spec((b, g, 16)), spec((b, g, d)), spec((b, q, 3))),
+  }
+
+
+def export_bundle(workdir, platforms=PLATFORMS) -> str:
+  """Writes workdir/export/ and returns its path."""
+  config, statistics, scene_params, shape_params = trained_model.restore_workdir(workdir)
+  # Plain nested dicts of numpy arrays: exactly the tree the loader rebuilds from params.npz.
+  scene_params = bundle.unflatten(bundle.flatten(jax.device_get(scene_params)))
+  shape_params = bundle.unflatten(bundle.flatten(jax.device_get(shape_params)))
+  exported = export_functions(config, statistics, scene_params, shape_params, platforms)
+  d = config.diffusion
+  metadata = {'image_size': list(statistics.image_size), 'max_objects': config.max_objects,
+              'classes': list(CLASSES), 'num_parts': config.shape_model.num_parts,
+              'intrinsic_size': config.shape_model.intrinsic_size,
+              'num_timesteps': d.num_timesteps, 'sampling_steps': d.sampling_steps,
+              'guidance_scale': d.guidance_scale, 'platforms': list(platforms),
+              'jax_version': jax.__version__, 'config_name': config.name}
+  target = os.path.join(workdir, 'export')
+  with atomic_directory(target) as staging:
+    for name, e in exported.items():
+      with open(os.path.join(staging, f'{name}.jax_exported'), 'wb') as f:
+        f.write(e.serialize())
+    np.savez(os.path.join(staging, 'params.npz'),
+             **bundle.flatten({'scene': scene_params, 'shape': shape_params}))
+    with open(os.path.join(staging, 'statistics.json'), 'w') as f:
+      f.write(statistics.to_json())
+    with open(os.path.join(staging, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    shutil.copyfile(bundle.__file__, os.path.join(staging, 'load_bundle.py'))
+    with open(os.path.join(staging, bundle.METADATA), 'w') as f:
+      json.dump(metadata, f, indent=2)
+  logging.info('Inference bundle for %s written to %s', ', '.join(platforms), target)
+  return target

@@ -1,0 +1,245 @@
+"""One reconstructed scene on disk: scene.glb, per-object PLYs, boxes.json and preview.png.
+
+Frames:
+  - boxes.json and every object_XX_<class>.ply are in our world frame W (DESIGN.md): origin at
+    the camera centre, pitch and roll undone, x right, y down (gravity), z forward, metres.
+  - scene.glb follows glTF's y-up convention. W is turned into it here, in `W_TO_GLTF` and
+    nowhere else: (x, y, z) ↦ (x, −y, −z), a 180° rotation about x (det +1, so faces keep
+    their winding and the result is still right-handed: glTF's +y is up, −z forward).
+
+The folder is written atomically: everything goes to a hidden temporary sibling that is
+renamed into place only once complete, so a reader never sees half a scene and a failed write
+leaves the previous output untouched.
+"""
+import dataclasses
+import json
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+import trimesh
+
+from scenediff_jax.geometry.boxes import EDGES, box_corners, canonical_to_world
+from scenediff_jax.geometry.classes import CLASSES
+from scenediff_jax.inference.atomic_dir import atomic_directory
+from scenediff_jax.inference.scene_preview import (CAPTION, GAP, LAYOUT_COLOUR,
+                                                   TOP_DOWN_BACKGROUND, _draw_wireframe,
+                                                   _top_down, class_colour)
+
+# W (y down, z forward) → glTF (y up, z backward): 180° about x. Its own inverse.
+W_TO_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])
+FRAME = ('W: camera centre at the origin with pitch and roll undone; x right, y down '
+         '(gravity), z forward; metres. PLY files use W; scene.glb is glTF y-up: (x, -y, -z).')
+TITLES = ('input + boxes', 'top-down', 'novel view')
+NOVEL_EYE = (1.0, -1.5, -1.0)  # metres in W: right of, 1.5 m above and 1 m behind the camera
+
+
+@dataclasses.dataclass
+class SceneObject:
+  class_index: int  # index into scenediff_jax.geometry.classes.CLASSES
+  score: float
+  bbox2d: np.ndarray  # [4] (x1, y1, x2, y2) pixels of the original image
+  box: np.ndarray  # [7] world box
+  mesh: trimesh.Trimesh | None  # canonical frame [-0.5, 0.5]^3; None when meshing failed
+
+
+def object_name(k, class_index):
+  """`object_<k:02d>_<class>`: node name in scene.glb and stem of the PLY file."""
+  return f'object_{k:02d}_{CLASSES[int(class_index)]}'
+
+
+def _has_faces(mesh):
+  return mesh is not None and len(mesh.faces) > 0
+
+
+def world_mesh(obj: SceneObject) -> trimesh.Trimesh:
+  """The object's mesh (or, without one, its box) placed in W and coloured by class."""
+  canonical = obj.mesh if _has_faces(obj.mesh) else trimesh.creation.box(extents=(1, 1, 1))
+  box = np.asarray(obj.box, np.float64)
+  vertices = canonical_to_world(np.asarray(canonical.vertices, np.float64), box)
+  mesh = trimesh.Trimesh(vertices, np.asarray(canonical.faces), process=False)
+  mesh.visual.face_colors = (*class_colour(obj.class_index), 255)
+  return mesh
+
+
+def _layout_path(layout):
+  """The room box as a Path3D of its 12 edges (exported to GLB as GL_LINES)."""
+  corners = box_corners(np.asarray(layout, np.float64))
+  return trimesh.load_path(corners[np.array(EDGES)])
+
+
+def scene_glb(meshes_world, names, layout=None) -> trimesh.Scene:
+  """A glTF-ready scene: meshes (W) and the layout wireframe, all turned y-up."""
+  scene = trimesh.Scene()
+  for mesh, name in zip(meshes_world, names):
+    mesh = mesh.copy()
+    mesh.apply_transform(W_TO_GLTF)  # baked into the vertices: nodes keep identity transforms
+    scene.add_geometry(mesh, node_name=name, geom_name=name)
+  if layout is not None:
+    path = _layout_path(layout)
+    path.apply_transform(W_TO_GLTF)
+    scene.add_geometry(path, node_name='layout', geom_name='layout')
+  return scene
+
+
+def _look_at(eye, target):
+  """world_to_cam rotation of a camera at `eye` looking at `target`, image y along gravity."""
+  forward = np.asarray(target, np.float64) - eye
+  forward /= np.linalg.norm(forward)
+  right = np.cross([0.0, 1.0, 0.0], forward)  # x = y × z, with y down
+  if np.linalg.norm(right) < 1e-6:  # looking straight up or down: any right will do
+    right = np.array([1.0, 0.0, 0.0])
+  right /= np.linalg.norm(right)
+  return np.stack([right, np.cross(forward, right), forward])
+
+
+def novel_view(meshes_world, classes, size, *, layout=None, target=None, eye=NOVEL_EYE,
+               max_count=200_000, seed=0, margin=0.1) -> Image.Image:
+  """The meshes (W) as a z-buffered splat of surface samples, seen from `eye` towards `target`.
+
+  Points are coloured by class and shaded by |normal · view direction| plus a light from
+  above (|normal_y|), so faces at an angle stay apart; the focal length is
+  chosen so that every mesh fits in `size` = (w, h). `target` defaults to the meshes' mean
+  bounds centre. Samples are drawn with a fixed `seed`, so the image is reproducible. numpy
+  and PIL only.
+  """
+  w, h = size
+  eye = np.asarray(eye, np.float64)
+  meshes = [(m, c) for m, c in zip(meshes_world, classes) if _has_faces(m)]
+  if target is None:
+    target = (np.mean([m.bounds.mean(0) for m, _ in meshes], 0) if meshes else
+              np.zeros(3) if layout is None else np.asarray(layout, np.float64)[:3])
+  R = _look_at(eye, target)
+  panel = Image.new('RGB', (w, h), TOP_DOWN_BACKGROUND)
+
+  # Focal length: the widest field of view any mesh's bounds need, in front of the camera.
+  corners = np.concatenate([trimesh.bounds.corners(m.bounds) for m, _ in meshes] +
+                           [np.zeros((0, 3))]) - eye
+  pc = corners @ R.T
+  pc = pc[pc[:, 2] > 0.05]
+  focal = float(w)
+  if len(pc):
+    tangent = np.abs(pc[:, :2] / pc[:, 2:3]).max(0)
+    focal = min((0.5 - margin) * w / max(tangent[0], 1e-6),
+                (0.5 - margin) * h / max(tangent[1], 1e-6))
+  K = np.array([[focal, 0, (w - 1) / 2], [0, focal, (h - 1) / 2], [0, 0, 1]])
+
+  if layout is not None:  # first, under the points; shifting the box puts the eye at 0
+    shifted = np.asarray(layout, np.float64).copy()
+    shifted[:3] -= eye
+    _draw_wireframe(ImageDraw.Draw(panel), shifted, K, R, (w, h), LAYOUT_COLOUR, 1)
+  if not meshes:
+    return panel
+
+  xyz, rgb = [], []
+  for m, c in meshes:
+    # Enough samples for ~3 per covered pixel (judged at the mesh's nearest possible point),
+    # so that the 2×2 splats leave no holes; capped by `max_count`.
+    near = max(np.linalg.norm(m.bounds.mean(0) - eye) - np.linalg.norm(np.ptp(m.bounds, 0)) / 2,
+               0.3)
+    count = int(np.clip(3 * m.area * (focal / near) ** 2, 1_000, max_count))
+    points, face = trimesh.sample.sample_surface(m, count, seed=seed)
+    view = points - eye
+    view /= np.linalg.norm(view, axis=1, keepdims=True) + 1e-12
+    normal = m.face_normals[face]  # abs(): decoded meshes may have either orientation
+    shade = 0.25 + 0.5 * np.abs(np.sum(normal * view, 1)) + 0.25 * np.abs(normal[:, 1])
+    xyz.append(points)
+    rgb.append(shade[:, None] * np.asarray(class_colour(c), np.float64))
+  pc = (np.concatenate(xyz) - eye) @ R.T
+  rgb = np.concatenate(rgb)
+  front = pc[:, 2] > 0.05
+  pc, rgb = pc[front], rgb[front]
+  uv = np.round((pc @ K.T)[:, :2] / pc[:, 2:3]).astype(np.int64)
+  # 2×2 splats close the gaps; all four offsets share one z-order, so that no far point's
+  # splat covers a nearer one.
+  uv = np.concatenate([uv + offset for offset in ((0, 0), (1, 0), (0, 1), (1, 1))])
+  z, rgb = np.tile(pc[:, 2], 4), np.tile(rgb, (4, 1))
+  inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+  uv, z, rgb = uv[inside], z[inside], rgb[inside]
+  order = np.argsort(-z, kind='stable')  # far first, so nearer points overwrite them
+  image = np.asarray(panel).copy()
+  image[uv[order, 1], uv[order, 0]] = np.round(rgb[order]).astype(np.uint8)
+  return Image.fromarray(image)
+
+
+def preview(image, K, world_to_cam, meshes_world, boxes, classes, layout=None,
+            line_width=2) -> Image.Image:
+  """Input with box wireframes | top-down | novel view, each the input's size, captioned."""
+  image = np.asarray(image, np.uint8)
+  h, w = image.shape[:2]
+  K, R = np.asarray(K, np.float64), np.asarray(world_to_cam, np.float64)
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
+  classes = np.asarray(classes, np.int64).reshape(-1)
+
+  wire = Image.fromarray(image)
+  draw = ImageDraw.Draw(wire)
+  if layout is not None:  # first, so objects are drawn over the room
+    _draw_wireframe(draw, layout, K, R, (w, h), LAYOUT_COLOUR, 1)
+  for box, c in zip(boxes, classes):
+    _draw_wireframe(draw, box, K, R, (w, h), class_colour(c), line_width)
+  top = _top_down((w, h), K, np.zeros((0, 7)), np.zeros(0, np.int64), boxes, classes, None,
+                  layout)
+  target = boxes[:, :3].mean(0) if len(boxes) else None
+  novel = novel_view(meshes_world, classes, (w, h), layout=layout, target=target)
+
+  canvas = Image.new('RGB', (3 * w + 2 * GAP, h + CAPTION), (255, 255, 255))
+  draw = ImageDraw.Draw(canvas)
+  for k, (panel, title) in enumerate(zip((wire, top, novel), TITLES)):
+    canvas.paste(panel, (k * (w + GAP), CAPTION))
+    draw.text((k * (w + GAP) + 3, 2), title, fill=(0, 0, 0))
+  return canvas
+
+
+def _floats(a):
+  return np.asarray(a, np.float64).tolist()
+
+
+def boxes_json(objects, layout, K, world_to_cam):
+  """DESIGN.md's boxes.json, plus "K" and "frame"; "mesh" is "shape" or "box" (fallback)."""
+  layout = None if layout is None else np.asarray(layout, np.float64)
+  return {
+      'objects': [{
+          'class': CLASSES[int(o.class_index)],
+          'score': float(o.score),
+          'bbox2d': _floats(np.reshape(o.bbox2d, 4)),
+          'center': _floats(np.asarray(o.box)[:3]),
+          'size': _floats(np.asarray(o.box)[3:6]),
+          'yaw': float(np.asarray(o.box)[6]),
+          'mesh': 'shape' if _has_faces(o.mesh) else 'box',
+      } for o in objects],
+      'layout': None if layout is None else {
+          'center': _floats(layout[:3]), 'size': _floats(layout[3:6]), 'yaw': float(layout[6])},
+      'world_to_cam': _floats(np.reshape(world_to_cam, (3, 3))),
+      'K': _floats(np.reshape(K, (3, 3))),
+      'frame': FRAME,
+  }
+
+
+def _write_contents(directory, image, K, world_to_cam, objects, layout):
+  names = [object_name(k, o.class_index) for k, o in enumerate(objects)]
+  meshes = [world_mesh(o) for o in objects]
+  for mesh, name in zip(meshes, names):
+    mesh.export(os.path.join(directory, f'{name}.ply'))
+  scene_glb(meshes, names, layout).export(os.path.join(directory, 'scene.glb'))
+  with open(os.path.join(directory, 'boxes.json'), 'w') as f:
+    json.dump(boxes_json(objects, layout, K, world_to_cam), f, indent=1)
+  boxes = np.array([np.asarray(o.box, np.float64) for o in objects]).reshape(-1, 7)
+  classes = [o.class_index for o in objects]
+  preview(image, K, world_to_cam, meshes, boxes, classes, layout).save(
+      os.path.join(directory, 'preview.png'))
+
+
+def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
+                layout) -> str:
+  """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png, atomically.
+
+  image uint8 [H, W, 3] (the original image), K its 3×3 intrinsics, world_to_cam 3×3
+  (X_c = R · X_w), layout the room box [7] (None: no room). Objects without a mesh get their
+  box as one ("mesh": "box" in boxes.json). Everything is written to a sibling
+  `.<name>.tmp-<random>` that replaces output_dir only when complete (an existing one is
+  renamed aside first and deleted last); on any exception the temporary folder is removed and
+  output_dir is left as it was. Returns output_dir.
+  """
+  with atomic_directory(output_dir) as staging:
+    _write_contents(staging, image, K, world_to_cam, objects, layout)
+  return os.fspath(output_dir)

@@ -1,0 +1,293 @@
+"""From a photo to meshes: predict on demo folders, the exported bundle in a fresh process,
+unconditional sampling, and every bad input failing with exit status 2 and one line."""
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+import numpy as np
+from PIL import Image
+import pytest
+import trimesh
+
+from scenediff_jax import predict
+from scenediff_jax.geometry import boxes as boxes_lib, camera
+from scenediff_jax.geometry.classes import CLASSES
+from scenediff_jax.inference import bundle, scene_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NYU_NAMES = {'nightstand': 'night_stand'}  # our name → the NYU-40 spelling demo files use
+DEMO_SIZE = (200, 320)  # (H, W): not SUN RGB-D's, not the model's
+
+
+def write_demo_folder(folder, record, size=DEMO_SIZE):
+  """A SynthRooms record in the Total3D/Im3D demo format, resized, with one detection of a
+  class we do not support."""
+  os.makedirs(folder, exist_ok=True)
+  height, width = record['image'].shape[:2]
+  sx, sy = size[1] / width, size[0] / height
+  Image.fromarray(record['image']).resize(size[::-1], Image.BILINEAR).save(
+      os.path.join(folder, 'img.jpg'), quality=95)
+  np.savetxt(os.path.join(folder, 'cam_K.txt'), camera.scale_intrinsics(
+      record['K'].astype(np.float64), sx, sy))
+  detections = [{'bbox': [x1 * sx, y1 * sy, (x2 + 1) * sx - 1, (y2 + 1) * sy - 1],
+                 'class': NYU_NAMES.get(CLASSES[c], CLASSES[c]), 'score': 0.5 + 0.01 * k}
+                for k, ((x1, y1, x2, y2), c) in enumerate(zip(record['objects']['bbox2d'].tolist(),
+                                                              record['objects']['class']))]
+  detections.append({'bbox': [5, 5, 60, 40], 'class': 'picture'})
+  with open(os.path.join(folder, 'detections.json'), 'w') as f:
+    json.dump(detections, f)
+
+
+def run(module, *args, timeout=600):
+  return subprocess.run([sys.executable, '-m', f'scenediff_jax.{module}', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+# --- Bad input: in process, against a model folder that only describes its input size. -----
+
+@pytest.fixture
+def fake_model(tmp_path):
+  """A bundle folder with just bundle.json: enough for predict to check inputs, which it
+  does before loading anything."""
+  model = tmp_path / 'model'
+  model.mkdir()
+  (model / bundle.METADATA).write_text(json.dumps({'image_size': [48, 64], 'max_objects': 4}))
+  return str(model)
+
+
+@pytest.fixture
+def demo(tmp_path, scenes):
+  folder = tmp_path / 'demo'
+  write_demo_folder(str(folder), scenes[16])
+  return folder
+
+
+def predict_in_process(capsys, *argv):
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(['predict', *argv])
+  with pytest.raises(SystemExit) as exit_info:
+    predict.main(['predict'])
+  return exit_info.value.code, capsys.readouterr().err
+
+
+def _corrupt(name, text):
+  def apply(folder):
+    path = folder / name
+    if text is None:
+      path.unlink()
+    elif isinstance(text, bytes):
+      path.write_bytes(text)
+    else:
+      path.write_text(text)
+  return apply
+
+
+def _detections(edit):
+  def apply(folder):
+    detections = json.loads((folder / 'detections.json').read_text())
+    (folder / 'detections.json').write_text(json.dumps(edit(detections)))
+  return apply
+
+
+BAD_INPUTS = {
+    'missing image': (_corrupt('img.jpg', None), 'img'),
+    'corrupt image': (_corrupt('img.jpg', b'\xff\xd8\xff\xe0 not really a jpeg'), 'img.jpg'),
+    'missing cam_K.txt': (_corrupt('cam_K.txt', None), 'cam_K.txt'),
+    'K not 3x3': (_corrupt('cam_K.txt', '500 0 160\n0 500 100\n'), 'cam_K.txt'),
+    'negative focal length': (_corrupt('cam_K.txt', '-500 0 160\n0 500 100\n0 0 1\n'), 'cam_K.txt'),
+    'NaN in K': (_corrupt('cam_K.txt', 'nan 0 160\n0 500 100\n0 0 1\n'), 'cam_K.txt'),
+    'missing detections': (_corrupt('detections.json', None), 'detections.json'),
+    'detections not JSON': (_corrupt('detections.json', '[{"bbox": [1, 2'), 'detections.json'),
+    'no detections': (_corrupt('detections.json', '[]'), 'detections.json'),
+    'only unknown classes': (_detections(lambda d: [{**x, 'class': 'ceiling'} for x in d]),
+                             'detections.json'),
+    'infinite box': (_detections(lambda d: [{**d[0], 'bbox': [1, 2, 'Infinity', 4]}] + d[1:]),
+                     'detections.json'),
+    'NaN score': (_detections(lambda d: [{**d[0], 'score': float('nan')}] + d[1:]),
+                  'detections.json'),
+    'box of three numbers': (_detections(lambda d: [{**d[0], 'bbox': [1, 2, 3]}] + d[1:]),
+                             'detections.json'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, demo, fake_model, tmp_path,
+                                                             capsys):
+  corrupt, named = BAD_INPUTS[case]
+  corrupt(demo)
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'keep.txt').write_text('mine')
+  code, err = predict_in_process(capsys, f'--model={fake_model}', f'--input={demo}',
+                                 f'--output={out}')
+  assert code == 2
+  errors = [line for line in err.splitlines() if line.startswith('predict: error:')]
+  assert len(errors) == 1 and named in errors[0], err
+  assert 'Traceback' not in err
+  assert sorted(os.listdir(out)) == ['keep.txt']
+
+
+def test_a_path_that_is_not_a_model(demo, tmp_path, capsys):
+  not_a_model = tmp_path / 'empty'
+  not_a_model.mkdir()
+  for model in (not_a_model, tmp_path / 'missing'):
+    code, err = predict_in_process(capsys, f'--model={model}', f'--input={demo}',
+                                   f'--output={tmp_path / "out"}')
+    assert code == 2 and ('not a model' in err or 'does not exist' in err), err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_bad_input_in_a_fresh_process_has_no_traceback(demo, fake_model, tmp_path):
+  (demo / 'cam_K.txt').write_text('1 2 3\n')
+  result = run('predict', f'--model={fake_model}', f'--input={demo}', f'--output={tmp_path / "o"}',
+               timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith('predict: error:')
+  assert 'Traceback' not in result.stderr and not (tmp_path / 'o').exists()
+
+
+# --- A tiny trained model, end to end. -------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A smoke model trained for a few steps through the main job, and its export bundle."""
+  root = tmp_path_factory.mktemp('predict')
+  work = root / 'work'
+  common = ['--config=configs/synthetic.py:smoke', f'--config.data_dir={root / "tfds"}',
+            f'--workdir={work}']
+  result = run('main', *common, '--mode=train', '--config.training.diffusion_steps=300',
+               '--config.training.joint_steps=0', timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  result = run('main', *common, '--mode=export')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return root, work
+
+
+def _check_prediction(out, record, pitch_roll_given=True):
+  names = sorted(os.listdir(out))
+  for name in ('scene.glb', 'boxes.json', 'preview.png'):
+    assert name in names
+  boxes = json.loads((out / 'boxes.json').read_text())
+  objects = boxes['objects']
+  assert len(objects) == len(record['objects']['class'])  # 'picture' skipped
+  assert [o['class'] for o in objects] == [CLASSES[c] for c in record['objects']['class']]
+  glb = trimesh.load(out / 'scene.glb')
+  assert isinstance(glb, trimesh.Scene) and 'layout' in glb.geometry
+  K = np.array(boxes['K'])
+  R = np.array(boxes['world_to_cam'])
+  overlaps = []
+  for k, o in enumerate(objects):
+    box = np.array(o['center'] + o['size'] + [o['yaw']])
+    ply = trimesh.load(out / f'{scene_files.object_name(k, CLASSES.index(o["class"]))}.ply')
+    # boxes.json agrees with the meshes' placement: every vertex in its box...
+    assert np.all(boxes_lib.points_in_box(np.asarray(ply.vertices), box, inflate=0.11))  # grid ±0.55
+    # ...and the same object in the GLB, turned y-up.
+    name = scene_files.object_name(k, CLASSES.index(o['class']))
+    glb_vertices = np.asarray(glb.geometry[name].vertices) * [1, -1, -1]
+    np.testing.assert_allclose([glb_vertices.min(0), glb_vertices.max(0)], ply.bounds, atol=1e-4)
+    # In front of the camera, and projected onto the image over its own 2D box.
+    assert camera.world_to_camera_points(box[:3], R)[2] > 0
+    corners = camera.world_to_camera_points(boxes_lib.box_corners(box), R)
+    pixels, _ = camera.project(boxes_lib.box_corners(box), K, R)
+    (x1, y1), (x2, y2) = pixels.min(0), pixels.max(0)
+    bx1, by1, bx2, by2 = o['bbox2d']
+    overlaps.append(bool(np.all(corners[:, 2] > 0) and min(x2, bx2) > max(x1, bx1) and
+                         min(y2, by2) > max(y1, by1)))
+  # The smoke model has seen 300 steps of 4 scenes: most, not all, of its boxes land right.
+  assert np.mean(overlaps) >= 0.5, overlaps
+  preview = Image.open(out / 'preview.png')
+  assert preview.size[0] > 3 * DEMO_SIZE[1]
+
+
+@pytest.mark.slow
+def test_predict_on_demo_folders_from_a_workdir_and_from_its_bundle(trained, scenes, tmp_path):
+  _, work = trained
+  inputs = tmp_path / 'inputs'
+  records = {'room_a': scenes[16], 'room_b': scenes[17]}
+  for name, record in records.items():
+    write_demo_folder(str(inputs / name), record)
+  pitch, roll = camera.pitch_roll(scenes[16]['world_to_cam'].astype(np.float64))
+  outputs = {}
+  for model in (work, work / 'export'):
+    out = tmp_path / f'out_{model.name}'
+    result = run('predict', f'--model={model}', f'--input={inputs}', f'--output={out}',
+                 f'--pitch={pitch}', f'--roll={roll}', '--steps=10', '--mesh_resolution=32')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'picture' in result.stderr  # the unsupported class is named in a warning
+    assert sorted(os.listdir(out)) == ['room_a', 'room_b']
+    for name, record in records.items():
+      _check_prediction(out / name, record)
+    outputs[model.name] = json.loads((out / 'room_a' / 'boxes.json').read_text())
+  # The bundle reproduces the workdir's model.
+  for a, b in zip(outputs['work']['objects'], outputs['export']['objects']):
+    np.testing.assert_allclose(a['center'] + a['size'], b['center'] + b['size'], atol=1e-4)
+
+
+_LOAD_BUNDLE = '''
+import sys
+sys.path.insert(0, '.')  # the bundle folder (python -I leaves the working directory out)
+import numpy as np
+import load_bundle
+model = load_bundle.Bundle('.')
+inputs = dict(np.load(sys.argv[1]))
+out = model.sample_scene(inputs, seed=3, steps=7, guidance=2.0)
+np.savez(sys.argv[2], **out)
+assert not [m for m in sys.modules if m.split('.')[0] in ('flax', 'scenediff_jax', 'optax',
+                                                          'orbax', 'ml_collections')]
+print('OK')
+'''
+
+
+@pytest.mark.slow
+def test_the_bundle_runs_in_a_fresh_process_without_the_package(trained, tmp_path):
+  _, work = trained
+  from scenediff_jax.inference import trained_model
+  model = trained_model.load(str(work))
+  (height, width), n = model.image_size, model.max_objects
+  rng = np.random.default_rng(0)
+  mask = np.zeros((3, n), bool)
+  mask[:, :3] = True
+  mask[1, :5] = True
+  inputs = {'image': rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8),
+            'K': np.stack([camera.intrinsics(200.0, (width - 1) / 2, (height - 1) / 2)] * 3).astype(np.float32),
+            'world_to_cam': np.stack([camera.world_to_cam(0.1 * i, 0.0) for i in range(3)]).astype(np.float32),
+            'bbox2d': np.tile(np.array([10, 12, 40, 30], np.float32), (3, n, 1)),
+            'class': rng.integers(0, len(CLASSES), (3, n)).astype(np.int32), 'mask': mask}
+  np.savez(tmp_path / 'inputs.npz', **inputs)
+  script = tmp_path / 'run_bundle.py'
+  script.write_text(_LOAD_BUNDLE)
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  result = subprocess.run([sys.executable, '-I', str(script), str(tmp_path / 'inputs.npz'),
+                           str(tmp_path / 'out.npz')], cwd=work / 'export', capture_output=True,
+                          text=True, timeout=300, env=env)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+  exported = dict(np.load(tmp_path / 'out.npz'))
+  expected = model.sample_scene(inputs, 3, 7, 2.0)
+  assert sorted(exported) == sorted(expected)
+  for key in expected:
+    np.testing.assert_allclose(exported[key], expected[key], rtol=1e-5, atol=1e-5)
+  # Guidance and steps are run-time inputs: they change the result.
+  other = model.sample_scene(inputs, 3, 7, 1.0)
+  assert not np.allclose(other['boxes'], expected['boxes'], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_unconditional_samples_write_meshes_and_a_contact_sheet(trained, tmp_path):
+  _, work = trained
+  out = tmp_path / 'samples'
+  result = run('sample', f'--model={work / "export"}', '--num=2', '--objects=3',
+               f'--output={out}', '--steps=5', '--mesh_resolution=32')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ['contact_sheet.png', 'scene_000', 'scene_001']
+  for scene in ('scene_000', 'scene_001'):
+    files = sorted(os.listdir(out / scene))
+    assert files == ['object_00.ply', 'object_01.ply', 'object_02.ply', 'scene.glb']
+    glb = trimesh.load(out / scene / 'scene.glb')
+    assert len(glb.geometry) == 3
+    # Side by side on one floor: y-up bottoms at 0, no two footprints overlapping in x.
+    bounds = sorted((g.bounds for g in glb.geometry.values()), key=lambda b: b[0][0])
+    np.testing.assert_allclose([b[0][1] for b in bounds], 0, atol=0.1)  # meshes reach ±0.55 of a box
+  sheet = Image.open(out / 'contact_sheet.png')
+  assert sheet.size[1] == 2 * 128
