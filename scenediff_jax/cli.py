@@ -2,7 +2,7 @@
 import logging as logging_lib
 import sys
 
-from absl import logging
+from absl import app, logging
 
 
 class _QuietLibraries(logging_lib.Filter):
@@ -20,3 +20,15 @@ def fail(program, error, status=2):
   """Ends the program with one line on stderr (no traceback): what is wrong, how to fix it."""
   sys.stderr.write(f'{program}: error: {" ".join(str(error).split())}\n')
   sys.exit(status)
+
+
+def run_program(program, run, argv, expected_errors):
+  """The body of a tool's absl main: no stray arguments, quiet libraries, and the expected
+  errors (bad input, bad flags) ending in one line and exit status 2."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  quiet_libraries()
+  try:
+    run()
+  except expected_errors as error:
+    fail(program, error)

@@ -99,13 +99,8 @@ def run():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_libraries()
-  try:
-    run()
-  except (demo_input.InputError, trained_model.ModelError, UsageError) as error:
-    cli.fail('predict', error)
+  cli.run_program('predict', run, argv,
+                  (demo_input.InputError, trained_model.ModelError, UsageError))
 
 
 if __name__ == '__main__':

@@ -97,13 +97,7 @@ def run():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_libraries()
-  try:
-    run()
-  except (trained_model.ModelError, ValueError) as error:
-    cli.fail('sample', error)
+  cli.run_program('sample', run, argv, (trained_model.ModelError, ValueError))
 
 
 if __name__ == '__main__':
