@@ -1,7 +1,7 @@
 """Unconditional generation: `python -m scenediff_jax.sample --model=M --num=N --output=OUT`.
 
 Draws N scenes from the null condition (no image, no detections) and writes, per scene,
-OUT/scene_XXX/ with one .ply per object (its shape at its sampled size and yaw, centred on
+OUT/scene_000/, scene_001/, … with one .ply per object (its shape at its sampled size and yaw, centred on
 the origin, y down as in our world frame), scene.glb with the objects standing side by side
 on one floor (glTF y-up), and OUT/contact_sheet.png with every shape.
 

@@ -22,9 +22,9 @@ import trimesh
 from scenediff_jax.geometry.boxes import EDGES, box_corners, canonical_to_world
 from scenediff_jax.geometry.classes import CLASSES
 from scenediff_jax.inference.atomic_dir import atomic_directory
-from scenediff_jax.inference.scene_preview import (CAPTION, GAP, LAYOUT_COLOUR,
-                                                   TOP_DOWN_BACKGROUND, _draw_wireframe,
-                                                   _top_down, class_colour)
+from scenediff_jax.inference.scene_preview import (LAYOUT_COLOUR, TOP_DOWN_BACKGROUND,
+                                                   _draw_wireframe, _top_down, captioned_row,
+                                                   class_colour, draw_wireframes)
 
 # W (y down, z forward) → glTF (y up, z backward): 180° about x. Its own inverse.
 W_TO_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -171,23 +171,13 @@ def preview(image, K, world_to_cam, meshes_world, boxes, classes, layout=None,
   boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
   classes = np.asarray(classes, np.int64).reshape(-1)
 
-  wire = Image.fromarray(image)
-  draw = ImageDraw.Draw(wire)
-  if layout is not None:  # first, so objects are drawn over the room
-    _draw_wireframe(draw, layout, K, R, (w, h), LAYOUT_COLOUR, 1)
-  for box, c in zip(boxes, classes):
-    _draw_wireframe(draw, box, K, R, (w, h), class_colour(c), line_width)
+  wire = draw_wireframes(image, K, R, boxes, classes, layout, line_width)
   top = _top_down((w, h), K, np.zeros((0, 7)), np.zeros(0, np.int64), boxes, classes, None,
                   layout)
   target = boxes[:, :3].mean(0) if len(boxes) else None
   novel = novel_view(meshes_world, classes, (w, h), layout=layout, target=target)
 
-  canvas = Image.new('RGB', (3 * w + 2 * GAP, h + CAPTION), (255, 255, 255))
-  draw = ImageDraw.Draw(canvas)
-  for k, (panel, title) in enumerate(zip((wire, top, novel), TITLES)):
-    canvas.paste(panel, (k * (w + GAP), CAPTION))
-    draw.text((k * (w + GAP) + 3, 2), title, fill=(0, 0, 0))
-  return canvas
+  return captioned_row((wire, top, novel), TITLES)
 
 
 def _floats(a):

@@ -158,24 +158,37 @@ def scene_preview(image, K, world_to_cam, gt_boxes, gt_classes, pred_boxes, pred
   gt_classes = np.asarray(gt_classes).reshape(-1)
   pred_classes = np.asarray(pred_classes).reshape(-1)
 
-  def wireframes(base, layout, boxes, classes):
-    panel = Image.fromarray(base)
-    draw = ImageDraw.Draw(panel)
-    if layout is not None:  # first, so objects are drawn over the room
-      _draw_wireframe(draw, layout, K, R, (w, h), LAYOUT_COLOUR, 1)
-    for box, c in zip(boxes, classes):
-      _draw_wireframe(draw, box, K, R, (w, h), class_colour(c), line_width)
-    return panel
-
+  wireframes = lambda base, layout, boxes, classes: draw_wireframes(
+      base, K, R, boxes, classes, layout, line_width)
   splatted = image if pred_points is None else _splat_points(image, pred_points, pred_classes,
                                                              K, R)
   panels = (Image.fromarray(image), wireframes(image, gt_layout, gt_boxes, gt_classes),
             wireframes(splatted, pred_layout, pred_boxes, pred_classes),
             _top_down((w, h), K, gt_boxes, gt_classes, pred_boxes, pred_classes, gt_layout,
                       pred_layout))
-  canvas = Image.new('RGB', (4 * w + 3 * GAP, h + CAPTION), (255, 255, 255))
+  return captioned_row(panels, TITLES)
+
+
+def draw_wireframes(image, K, R, boxes, classes, layout=None, line_width=2) -> Image.Image:
+  """The image with each box's projected wireframe in its class colour (the room box thin
+  and grey, underneath)."""
+  h, w = np.asarray(image).shape[:2]
+  panel = Image.fromarray(np.asarray(image, np.uint8))
+  draw = ImageDraw.Draw(panel)
+  if layout is not None:  # first, so objects are drawn over the room
+    _draw_wireframe(draw, layout, K, R, (w, h), LAYOUT_COLOUR, 1)
+  for box, c in zip(boxes, classes):
+    _draw_wireframe(draw, box, K, R, (w, h), class_colour(c), line_width)
+  return panel
+
+
+def captioned_row(panels, titles) -> Image.Image:
+  """Equal-sized panels side by side, GAP apart, each under a CAPTION strip with its title."""
+  w, h = panels[0].size
+  canvas = Image.new('RGB', (len(panels) * w + (len(panels) - 1) * GAP, h + CAPTION),
+                     (255, 255, 255))
   draw = ImageDraw.Draw(canvas)
-  for k, (panel, title) in enumerate(zip(panels, TITLES)):
+  for k, (panel, title) in enumerate(zip(panels, titles)):
     canvas.paste(panel, (k * (w + GAP), CAPTION))
     draw.text((k * (w + GAP) + 3, 2), title, fill=(0, 0, 0))
   return canvas
