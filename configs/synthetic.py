@@ -1,6 +1,8 @@
 """SynthRooms, our procedural benchmark: the embedded default experiment.
 
-Variants: `default` (the full dataset) and `smoke` (tiny, runs in seconds), e.g.
+Variants: `default` (the full dataset), `smoke` (tiny, runs in seconds) and `paper` (the
+default data and schedule with the paper's network sizes and L_align sampling, for
+accelerators and benchmarks), e.g.
   python -m scenediff_jax.main --config=configs/synthetic.py:smoke --workdir=/tmp/smoke
 """
 import ml_collections
@@ -9,8 +11,9 @@ from data_pipelines.registry import default_data_dir
 
 
 def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
-  if variant not in ('default', 'smoke'):
-    raise ValueError(f'Unknown variant {variant!r} of configs/synthetic.py; use default or smoke.')
+  if variant not in ('default', 'smoke', 'paper'):
+    raise ValueError(f'Unknown variant {variant!r} of configs/synthetic.py; use default, smoke '
+                     'or paper.')
   smoke = variant == 'smoke'
   config = ml_collections.ConfigDict()
   config.name = f'synthetic_{variant}'
@@ -81,7 +84,25 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       depth_points=1000,  # ground-truth depth points per object for the L_align metric
       num_previews=2 if smoke else 8))
 
+  if variant == 'paper':
+    use_paper_sizes(config)
+
   config.preview = ml_collections.ConfigDict()
   config.preview.split = 'train'
   config.preview.num_scenes = 4 if smoke else 8
   return config
+
+
+def use_paper_sizes(config: ml_collections.ConfigDict) -> None:
+  """The paper's networks (PAPER.md "Representation" to "Losses"): SPAGHETTI-size codes (16
+  Gaussians, 512-d intrinsics), ResNet-34 with 8×8×256 ROIs and a 512-wide feature CNN, the
+  8-level pose UNet with 8 heads × 64, shape stages of 2 + 6 and 6 + 6 layers, and L_align
+  with 1,000 points per Gaussian."""
+  config.shape_model.update(code_size=256, num_parts=16, intrinsic_size=512, width=256,
+                            num_heads=4, decoder_depth=2)
+  config.image_encoder.update(resnet_depth=34, base_width=64, num_stages=4, roi_size=8,
+                              roi_channels=256, feature_width=512, condition_size=512)
+  config.denoiser.update(pose_widths=(256, 256, 512, 512, 512, 512, 1024, 1024), num_heads=8,
+                         head_dim=64, shape_width=256, shape_heads=4, gaussian_layers=(2, 6),
+                         intrinsic_layers=(6, 6), time_frequencies=128)
+  config.training.update(depth_points=2000, align_points_per_gaussian=1000)

@@ -77,7 +77,9 @@ def _argmin_tiled(queries, points, valid, query_tile, point_tile):
 
   def one_query_tile(q_tile):
     q_rows = jnp.concatenate([q_tile, jnp.ones_like(q_tile[:, :1])], -1)
-    tile_min = jax.lax.map(lambda r: jnp.min(q_rows @ r.T, 1), rows)  # [tiles, tq]
+    # Full float32 products: on GPUs the default (TF32) picks wrong tiles.
+    product = lambda r: jnp.matmul(q_rows, r.T, precision=jax.lax.Precision.HIGHEST)
+    tile_min = jax.lax.map(lambda r: jnp.min(product(r), 1), rows)  # [tiles, tq]
     best = jnp.argmin(tile_min, 0)
     d2 = jnp.where(ok[best], jnp.sum(jnp.square(q_tile[:, None] - p[best]), -1), jnp.inf)
     return best * tp + jnp.argmin(d2, 1)

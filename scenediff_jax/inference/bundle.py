@@ -57,6 +57,11 @@ def timesteps(num_timesteps, steps):
   return np.round(np.linspace(num_timesteps - 1, 0, steps)).astype(np.int32)
 
 
+def export_platforms(backend):
+  """jax.export's names for a jax backend: jax calls CUDA and ROCm devices 'gpu'."""
+  return {'gpu': ('cuda', 'rocm')}.get(backend, (backend,))
+
+
 class Bundle:
   """The functions of a bundle with its parameters bound; inputs and outputs are numpy."""
 
@@ -72,10 +77,9 @@ class Bundle:
     for name in FUNCTIONS:
       with open(os.path.join(directory, f'{name}.jax_exported'), 'rb') as f:
         self.functions[name] = export.deserialize(bytearray(f.read()))
-    platform = jax.default_backend()
-    if platform not in self.functions['sample_scene'].platforms:
-      raise RuntimeError(f'This bundle was exported for {self.functions["sample_scene"].platforms}, '
-                         f'not {platform}.')
+    platform, exported_for = jax.default_backend(), self.functions['sample_scene'].platforms
+    if not set(export_platforms(platform)) & set(exported_for):
+      raise RuntimeError(f'This bundle was exported for {exported_for}, not {platform}.')
 
   def _key(self, seed):
     return jax.random.key_data(jax.random.key(seed))

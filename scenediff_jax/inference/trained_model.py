@@ -183,7 +183,11 @@ def load(path) -> InferenceModel:
 
 
 def load_workdir(workdir) -> InferenceModel:
-  config, statistics, params, shape_params = restore_workdir(workdir)
+  return from_parameters(*restore_workdir(workdir))
+
+
+def from_parameters(config, statistics, params, shape_params, source='workdir') -> InferenceModel:
+  """An InferenceModel of parameters in memory (a restored workdir, or fresh ones)."""
   sample_scene, sample_unconditional, occupancy = (
       jax.jit(f) for f in inference_functions(config, statistics))
   key_data = lambda seed: jax.random.key_data(jax.random.key(seed))
@@ -199,7 +203,7 @@ def load_workdir(workdir) -> InferenceModel:
       sample_unconditional=lambda mask, seed, steps: host(sample_unconditional(
           params, mask, key_data(seed), bundle.timesteps(d.num_timesteps, steps))),
       occupancy=lambda g, i, q: np.asarray(occupancy(shape_params, g, i, q)),
-      source='workdir')
+      source=source)
 
 
 def from_bundle(b) -> InferenceModel:

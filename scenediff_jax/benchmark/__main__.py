@@ -1,0 +1,86 @@
+"""`python -m scenediff_jax.benchmark`: see the package docstring."""
+import datetime
+import importlib.util
+import json
+import os
+
+from absl import app, flags, logging
+
+from scenediff_jax import cli
+
+SECTIONS = ('nearest', 'train_step', 'sampling', 'mesh', 'input')
+
+_QUICK = flags.DEFINE_bool('quick', False, 'Tiny sizes and few repeats (CI checks the JSON).')
+_OUT = flags.DEFINE_string('out', None, 'Also write the results to this JSON file.')
+_SECTIONS = flags.DEFINE_list('sections', ','.join(SECTIONS), f'Which of {SECTIONS} to run.')
+_CONFIG = flags.DEFINE_string('config', 'configs/synthetic.py',
+                              'Config file whose smoke/default/paper variants are measured.')
+_MODEL = flags.DEFINE_string('model', None, 'A trained workdir or export bundle for the '
+                             'sampling section (a workdir also gives DDPM vs DDIM metrics).')
+_SHAPE_WORKDIR = flags.DEFINE_string(
+    'shape_workdir', None, 'A workdir whose shape autoencoder the mesh section uses '
+    '(default: an analytic sphere).')
+_TRAIN_VARIANTS = flags.DEFINE_list('train_variants', 'default,paper',
+                                     'Config variants whose train step is measured.')
+_EVAL_SCENES = flags.DEFINE_integer('eval_scenes', 100,
+                                    'Test scenes for the DDPM vs DDIM pose metrics.')
+
+
+def config_loader(path):
+  """variant → ConfigDict of the config file at `path` (as main's --config=path:variant)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist; run from the repository root or give '
+                            '--config.')
+  spec = importlib.util.spec_from_file_location('benchmark_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config
+
+
+def run_section(name, quick, load_config):
+  from scenediff_jax.benchmark import data_input, meshing, nearest, sampling, train_step
+  if name == 'nearest':
+    return nearest.bench_nearest(quick)
+  if name == 'train_step':
+    return train_step.bench_train_step(quick, load_config, _TRAIN_VARIANTS.value)
+  if name == 'sampling':
+    return sampling.bench_sampling(quick, load_config, _MODEL.value, _EVAL_SCENES.value)
+  if name == 'mesh':
+    return meshing.bench_mesh(quick, _SHAPE_WORKDIR.value)
+  model = _MODEL.value
+  return data_input.bench_input(quick, load_config, model if model and os.path.isdir(
+      os.path.join(model, 'checkpoints')) else None)
+
+
+def benchmark():
+  unknown = set(_SECTIONS.value) - set(SECTIONS)
+  if unknown:
+    raise ValueError(f'Unknown --sections {sorted(unknown)}; choose from {",".join(SECTIONS)}.')
+  from scenediff_jax.benchmark import timing
+  load_config = config_loader(_CONFIG.value)
+  results = {'date': datetime.date.today().isoformat(), 'quick': _QUICK.value,
+             'machine': timing.machine()}
+  for name in SECTIONS:
+    if name in _SECTIONS.value:
+      logging.info('Benchmark section %s ...', name)
+      results[name] = run_section(name, _QUICK.value, load_config)
+      logging.info('%s: %s', name, json.dumps(results[name].get('check')))
+      _write(results)  # after every section: a long run that is cut short keeps what it has
+  print(json.dumps(results, indent=2))
+  if _OUT.value:
+    logging.info('Wrote %s', _OUT.value)
+
+
+def _write(results):
+  if _OUT.value:
+    with open(_OUT.value + '.tmp', 'w') as f:
+      f.write(json.dumps(results, indent=2) + '\n')
+    os.replace(_OUT.value + '.tmp', _OUT.value)
+
+
+def main(argv):
+  cli.run_program('benchmark', benchmark, argv, (FileNotFoundError, ValueError))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,131 @@
+"""Sampling: one 10-object scene (DDIM 100 steps, then a mesh per object), split into
+denoising and meshing time; and, given a trained workdir and SynthRooms, DDPM 1000 against
+DDIM 100, 50 and 25 steps with the pose metrics each gives on test scenes."""
+import time
+
+import jax
+import numpy as np
+
+from scenediff_jax.benchmark import timing, train_step
+from scenediff_jax.inference import trained_model
+
+OBJECTS = 10
+
+
+def random_model(config) -> trained_model.InferenceModel:
+  """An untrained model of `config` (times only: its scenes and meshes mean nothing)."""
+  from scenediff_jax.training import scene_trainer, shape_trainer
+  from scenediff_jax.models.scene_model import make_model
+
+  batch = train_step.random_batch(config, 1)
+  params = jax.jit(make_model(config).init)(
+      jax.random.key(0), batch, {k: batch[k] for k in scene_trainer.DIFFUSED},
+      np.zeros(1, np.int32))
+  points = np.zeros((1, 64, 3), np.float32)
+  shape_params = shape_trainer.make_model(config).init(jax.random.key(1), points, points)
+  return trained_model.from_parameters(config, train_step.plausible_statistics(config), params,
+                                       shape_params, source='random init')
+
+
+def scene_inputs(model, objects=OBJECTS, seed=0) -> dict:
+  """One scene with `objects` random detections at the model's input size."""
+  rng = np.random.default_rng(seed)
+  n = model.max_objects
+  K, bbox2d = train_step.random_camera_and_boxes(rng, (n,), model.image_size)
+  one = {'image': rng.integers(0, 256, (*model.image_size, 3), np.uint8), 'K': K,
+         'world_to_cam': np.eye(3), 'bbox2d': bbox2d, 'class': rng.integers(0, 10, n),
+         'mask': np.arange(n) < min(objects, n)}
+  return {k: np.asarray(v[None], trained_model.INPUT_DTYPES[k]) for k, v in one.items()}
+
+
+def time_one_scene(model, steps, mesh_resolution, repeats) -> dict:
+  inputs = scene_inputs(model)
+  start = time.perf_counter()
+  model.sample_scene(inputs, 0, steps, 1.0)
+  first = time.perf_counter() - start
+  denoise = timing.median_seconds(lambda: model.sample_scene(inputs, 0, steps, 1.0), repeats, 0)
+  scene = model.sample_scene(inputs, 0, steps, 1.0)
+  objects = int(inputs['mask'].sum())
+  model.object_mesh(scene['gaussians'][0, 0], scene['intrinsics'][0, 0], mesh_resolution)  # compile
+  start = time.perf_counter()
+  meshes = [model.object_mesh(scene['gaussians'][0, k], scene['intrinsics'][0, k], mesh_resolution)
+           for k in range(objects)]
+  meshing = time.perf_counter() - start
+  return {'objects': objects, 'ddim_steps': steps, 'first_call_seconds': first,
+          'denoise_seconds': denoise, 'mesh_resolution': mesh_resolution,
+          'mesh_seconds': meshing, 'total_seconds': denoise + meshing,
+          'meshes_with_surface': sum(m is not None for m in meshes),
+          'finite': bool(all(np.all(np.isfinite(v)) for v in jax.tree.leaves(scene)))}
+
+
+def _record_inputs(records, max_objects) -> dict:
+  """The model inputs of SynthRooms records (oracle detections and cameras), padded."""
+  def one(r):
+    n = len(r['objects']['class'])
+    pad = lambda x: np.concatenate([x, np.zeros((max_objects - n,) + x.shape[1:], x.dtype)])
+    return {'image': r['image'], 'K': r['K'], 'world_to_cam': r['world_to_cam'],
+            'bbox2d': pad(r['objects']['bbox2d']), 'class': pad(r['objects']['class']),
+            'mask': np.arange(max_objects) < n}
+  examples = [one(r) for r in records]
+  return {k: np.stack([e[k] for e in examples]).astype(trained_model.INPUT_DTYPES[k])
+          for k in examples[0]}
+
+
+def pose_metrics_by_sampler(workdir, scenes, batch_size=50, seed=0) -> dict:
+  """IoU3D, AP3D@15 and layout IoU of DDPM (DDIM with η = 1 over all T steps, the same
+  update; tests/test_diffusion.py) and DDIM 100/50/25 (η = 0) on the first `scenes`
+  SynthRooms test scenes of a trained workdir; seconds per scene for each."""
+  from data_pipelines import registry
+  from scenediff_jax import diffusion
+  from scenediff_jax.evaluation import evaluator
+  from scenediff_jax.inference import sampling
+  from scenediff_jax.models.scene_model import make_model
+  from scenediff_jax.training import scene_trainer
+
+  config, statistics, params, _ = trained_model.restore_workdir(workdir)
+  d = config.data
+  source = registry.get_builder(d.name, config.data_dir, d.size, d.seed).as_data_source('test')
+  records = [source[i] for i in range(min(scenes, len(source)))]
+  ground_truth = [{'objects': {'class': r['objects']['class'], 'box3d': r['objects']['box3d']},
+                   'layout': r['layout']} for r in records]
+  model, schedule = make_model(config), scene_trainer.make_schedule(config)
+  rows = {}
+  for name, steps, eta in (('ddpm_1000', schedule.num_timesteps, 1.0), ('ddim_100', 100, 0.0),
+                           ('ddim_50', 50, 0.0), ('ddim_25', 25, 0.0)):
+    with config.unlocked():
+      config.diffusion.eta = eta
+    sample = jax.jit(sampling.scene_sampler(model, schedule, config))
+    timesteps = np.asarray(diffusion.ddim_timesteps(schedule.num_timesteps, steps))
+    predictions, start = [], time.perf_counter()
+    for first in range(0, len(records), batch_size):
+      chunk = records[first:first + batch_size]
+      batch = _record_inputs(chunk, config.max_objects)
+      key = jax.random.fold_in(jax.random.key(seed), first)
+      decoded = sampling.decode(sample(params, batch, key, timesteps, 1.0), batch, statistics)
+      for b, r in enumerate(chunk):
+        n = len(r['objects']['class'])
+        predictions.append({'objects': {'class': r['objects']['class'],
+                                        'box3d': decoded['boxes'][b, :n]},
+                            'layout': decoded['layout'][b]})
+    seconds = time.perf_counter() - start
+    m = evaluator.evaluate(ground_truth, predictions)
+    rows[name] = {'steps': steps, 'eta': eta, 'iou3d': m['iou3d_mean'], 'ap3d_15': m['ap3d_15'],
+                  'layout_iou': m['layout_iou'], 'seconds_per_scene': seconds / len(records)}
+  return {'scenes': len(records), **rows}
+
+
+def bench_sampling(quick: bool, load_config, model_path=None, eval_scenes=100) -> dict:
+  if model_path:
+    model, source = trained_model.load(model_path), model_path
+  else:
+    model, source = random_model(load_config('smoke' if quick else 'default')), None
+  result = {'model': source or 'random init (times only)', 'model_kind': model.source,
+            'one_scene': time_one_scene(model, 20 if quick else 100, 32 if quick else 128,
+                                        2 if quick else 3)}
+  if model_path and trained_model.is_workdir(model_path) and eval_scenes > 0:
+    result['samplers'] = pose_metrics_by_sampler(model_path, eval_scenes)
+  else:
+    result['samplers'] = 'needs --model=a trained workdir (and its SynthRooms data)'
+  result['check'] = {'passed': result['one_scene']['finite'],
+                     'what': 'sampled boxes, layouts and codes are finite'}
+  return result

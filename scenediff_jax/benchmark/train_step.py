@@ -1,0 +1,112 @@
+"""The scene-diffusion train step (forward, backward, AdamW, EMA; one jit): steps/s,
+scenes/s, FLOPs per step from XLA's cost analysis, and achieved FLOP/s as a share of the
+matrix-product peak measured in the same run (model FLOP/s utilisation, MFU). Both stages:
+`diffusion` (L_pose + L_shape) and `joint` (+ λ·L_align). Random batches of the right
+shapes stand in for data, so any machine can run it."""
+import json
+
+from absl import logging
+import jax
+import numpy as np
+
+from scenediff_jax.benchmark import timing
+from scenediff_jax.geometry import camera
+from scenediff_jax.geometry.classes import CLASSES
+from scenediff_jax.geometry.normalization import Statistics
+from scenediff_jax.models.scene_model import make_model
+from scenediff_jax.training import scene_data, scene_trainer, sharding
+
+IMAGE_SIZE = (192, 256)  # SynthRooms
+
+
+def random_camera_and_boxes(rng, shape, image_size=IMAGE_SIZE):
+  """(K [3, 3], boxes [*shape, 4]): a Kinect-like camera and random boxes inside the image."""
+  h, w = image_size
+  corner = rng.uniform(0, 0.7, shape + (2,)) * [w, h]
+  extent = rng.uniform(0.05, 0.3, shape + (2,)) * [w, h]
+  K = camera.intrinsics(0.83 * w, (w - 1) / 2, (h - 1) / 2)
+  return K, np.concatenate([corner, corner + extent], -1).astype(np.float32)
+
+
+def random_batch(config, batch_size, image_size=IMAGE_SIZE, seed=0) -> dict:
+  """A training batch (scene_trainer.MODEL_INPUTS) with plausible random values."""
+  rng = np.random.default_rng(seed)
+  n, g = config.max_objects, config.shape_model.num_parts
+  d, p = config.shape_model.intrinsic_size, config.training.depth_points
+  K, bbox2d = random_camera_and_boxes(rng, (batch_size, n), image_size)
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  return {
+      'image': rng.integers(0, 256, (batch_size, *image_size, 3), np.uint8),
+      'K': np.broadcast_to(K, (batch_size, 3, 3)).astype(np.float32),
+      'world_to_cam': np.broadcast_to(np.eye(3), (batch_size, 3, 3)).astype(np.float32),
+      'class': rng.integers(0, len(CLASSES), (batch_size, n)).astype(np.int32),
+      'bbox2d': bbox2d,
+      'mask': np.arange(n) < rng.integers(n // 2, n + 1, (batch_size, 1)),
+      'layout': normal(batch_size, 7), 'pose': normal(batch_size, n, 7),
+      'gaussians': normal(batch_size, n, g, 16), 'intrinsics': normal(batch_size, n, g, d),
+      'has_shape': np.ones((batch_size, n), bool),
+      'depth_points': normal(batch_size, n, p, 3) * 0.3 + np.float32([0, 0, 3]),
+      'depth_mask': np.ones((batch_size, n, p), bool),
+  }
+
+
+def plausible_statistics(config) -> scene_data.SceneStatistics:
+  """Normalisation that puts random normalised poses a few metres in front of the camera."""
+  s = config.shape_model
+  unit = lambda size: Statistics(np.zeros(size), np.ones(size))
+  return scene_data.SceneStatistics(
+      pose=Statistics(np.array([0, 0, 3, 1, 1, 1, 0.0]), np.array([0.1, 0.1, 1, .3, .3, .3, 1.6])),
+      layout=Statistics(np.array([0, 0.5, 2, 5, 2.8, 5, 0]), np.ones(7)),
+      gaussians=unit(16), intrinsics=unit(s.intrinsic_size), image_size=IMAGE_SIZE)
+
+
+def bench_config(config, peak_flops, repeats) -> dict:
+  """Both stages of one config: compile seconds, seconds per step, FLOPs, MFU."""
+  t = config.training
+  model, schedule = make_model(config), scene_trainer.make_schedule(config)
+  statistics = plausible_statistics(config)
+  mesh = sharding.make_mesh()
+  rows = {'batch_size': t.batch_size}
+  with jax.set_mesh(mesh):
+    batch = scene_trainer.device_batch(random_batch(config, t.batch_size), mesh)
+    state = scene_trainer.initial_state(config, model, batch, mesh)
+    rows['parameters'] = int(sum(x.size for x in jax.tree.leaves(state.params)))
+    train_step = scene_trainer.make_train_step(model, schedule, statistics, config)
+    for stage, align in (('diffusion', False), ('joint', True)):
+      compiled, compile_time = timing.compile_seconds(train_step, state, batch,
+                                                      jax.random.key(0), align)
+      holder = {'state': state}
+
+      def step():
+        holder['state'], holder['metrics'] = compiled(holder['state'], batch, jax.random.key(1))
+        jax.block_until_ready(holder['metrics'])
+
+      seconds = timing.median_seconds(step, repeats)
+      state = holder['state']
+      flops = timing.flops_of(compiled)
+      rows[stage] = {
+          'compile_seconds': compile_time, 'seconds_per_step': seconds,
+          'steps_per_second': 1 / seconds, 'scenes_per_second': t.batch_size / seconds,
+          'flops_per_step': flops,
+          'flops_per_second': flops and flops / seconds,
+          'mfu': flops and flops / seconds / peak_flops,
+          'loss_finite': bool(np.isfinite(float(holder['metrics']['loss']))),
+      }
+      logging.info('%s %s: %s', config.name, stage, json.dumps(rows[stage]))
+  return rows
+
+
+def bench_train_step(quick: bool, load_config, variants=('default', 'paper')) -> dict:
+  peak = timing.matmul_peak(quick)
+  result = {'matmul_peak': peak}
+  if jax.default_backend() == 'gpu':  # the card's tensor-core ceiling, for reference
+    result['matmul_peak_bfloat16'] = timing.matmul_peak(quick, jax.numpy.bfloat16)
+  for variant in (['smoke'] if quick else variants):
+    result[variant] = bench_config(load_config(variant), peak['flops_per_second'],
+                                   2 if quick else 5)
+  stages = [result[v][s] for v in result if not v.startswith('matmul')
+            for s in ('diffusion', 'joint')]
+  result['check'] = {'passed': all(s['loss_finite'] and (s['flops_per_step'] or 0) > 0
+                                   for s in stages),
+                     'what': 'the loss stays finite over the timed steps; XLA counts FLOPs'}
+  return result
