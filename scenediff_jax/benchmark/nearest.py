@@ -59,7 +59,7 @@ def bench_nearest(quick: bool) -> dict:
       jnp.sum((d[:, :, None] - p[:, None]) ** 2, -1), -1)), argnums=(0, 1)))
   result = {'workload': f'{objects} objects x {depth_points} depth -> {predicted} predicted points'}
   for name, (depth, points) in workloads(objects, depth_points, predicted).items():
-    compiled, compile_time = compile_seconds(value_and_grad, depth, points)
+    compiled, compile_time, _ = compile_seconds(value_and_grad, depth, points)
     ours = median_seconds(lambda: jax.block_until_ready(compiled(depth, points)), repeats)
     reference = _kdtree(depth, points)
     mine = np.asarray(jax.jit(nearest_sq_dist)(depth, points))
