@@ -44,6 +44,9 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   # The scene diffusion (PAPER.md "Conditioning" to "Losses"). Paper sizes: ResNet-34 with
   # 4 stages, 8×8×256 ROIs, 512-wide feature CNN, pose UNet widths up to 1024 with 8 heads
   # × 64; here small enough to train on a 2-core CPU in minutes.
+  # Device mesh (training/sharding.py): ('data', -1) uses every device for data parallelism;
+  # add ('model', k) to shard the large parameters k ways, e.g. (('data', -1), ('model', 2)).
+  config.mesh = (('data', -1),)
   config.max_objects = 16  # N_max: scene elements are padded to this many objects
   config.image_encoder = ml_collections.ConfigDict(dict(
       resnet_depth=18, base_width=8 if smoke else 16, num_stages=2 if smoke else 3,

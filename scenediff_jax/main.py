@@ -39,18 +39,25 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   cli.quiet_libraries()
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
+  lead = True
+  if mode in ('train', 'eval', 'train_and_eval', 'train_shape'):
+    from scenediff_jax.training import distributed  # jax loads only for these modes
+    distributed.initialize()
+    lead = distributed.is_lead()
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, _MODE.value)
-  mode = _MODE.value
+  if lead:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, mode)
   if mode in ('train', 'eval', 'train_and_eval'):
-    from scenediff_jax.training import pipeline  # jax/flax load only for these modes
+    from scenediff_jax.training import pipeline, preemption
     try:
       stages = pipeline.train(config, workdir) if mode != 'eval' else None
       if mode != 'train':
         pipeline.evaluate(config, workdir, stages)
+    except preemption.Preempted as stop:  # a clean exit: the checkpoint is written
+      logging.warning('%s', stop)
     except (FloatingPointError, FileNotFoundError) as error:  # say what to do, not a traceback
       logging.error('%s', error)
       sys.exit(1)
@@ -64,8 +71,11 @@ def main(argv):
       sys.exit(1)
     return
   if mode == 'train_shape':
-    from scenediff_jax.training import shape_trainer
-    shape_trainer.train_and_evaluate(config, workdir)
+    from scenediff_jax.training import preemption, shape_trainer
+    try:
+      shape_trainer.train_and_evaluate(config, workdir)
+    except preemption.Preempted as stop:
+      logging.warning('%s', stop)
     return
   builder = data_preview.build(config) if mode == 'build_data' else None
   data_preview.preview(config, workdir, builder)

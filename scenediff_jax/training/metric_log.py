@@ -1,10 +1,12 @@
 """Training logs: one JSON object per line in `workdir/logs/*.jsonl`, TensorBoard event files
-in `workdir/logs` (tags prefixed by the stage), and absl logging."""
+in `workdir/logs` (tags prefixed by the stage), and absl logging. With several processes only
+process 0 writes; every process still checks the values."""
 import json
 import math
 import os
 
 from absl import logging
+import jax
 
 
 class MetricLog:
@@ -15,12 +17,15 @@ class MetricLog:
     self.path = os.path.join(self.directory, name)
     self.prefix = tensorboard_prefix
     self._writer = None
+    self.lead = jax.process_index() == 0
 
   def write(self, step: int, metrics: dict):
     values = {k: float(v) for k, v in metrics.items()}
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:  # Fail loudly: a NaN loss never recovers and wastes the rest of the budget.
       raise FloatingPointError(f'Non-finite {", ".join(bad)} at step {step}: {values}')
+    if not self.lead:
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': step, **values}) + '\n')
     if self.prefix is not None:

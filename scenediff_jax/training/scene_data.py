@@ -14,6 +14,7 @@ import functools
 import json
 
 import grain
+import jax
 import numpy as np
 
 from scenediff_jax.geometry import boxes as boxes_lib, camera, pose as pose_lib
@@ -193,17 +194,29 @@ class _Prepare(grain.transforms.RandomMap):
     return prepare_scene(record, *self.args, rng)
 
 
-def training_batches(source, statistics, latents, config):
-  """Endless shuffled batches; `dataset[step]` is batch `step` on every run (for resuming)."""
+def training_batches(source, statistics, latents, config, process_index=None,
+                     process_count=None):
+  """Endless shuffled batches; `dataset[step]` is batch `step` on every run (for resuming).
+
+  With several processes each reads only its rows: process p gets block p (of
+  batch_size / process_count examples) of every global batch, so the global batch of a
+  step is the same whatever the number of processes.
+  """
   if len(source) == 0:
     raise ValueError('The scene dataset is empty; build it with --mode=build_data first.')
   t = config.training
-  return (grain.MapDataset.source(source)
-          .seed(t.seed)
-          .shuffle()
-          .repeat()
-          .random_map(_Prepare(statistics, latents, config.max_objects, t.depth_points))
-          .batch(t.batch_size, drop_remainder=True))
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if t.batch_size % count:
+    raise ValueError(f'training.batch_size={t.batch_size} must be a multiple of the {count} '
+                     'processes.')
+  batches = (grain.MapDataset.source(source)
+             .seed(t.seed)
+             .shuffle()
+             .repeat()
+             .random_map(_Prepare(statistics, latents, config.max_objects, t.depth_points))
+             .batch(t.batch_size // count, drop_remainder=True))
+  return batches[index::count] if count > 1 else batches
 
 
 def prefetched(batches, start_step: int, num_threads: int = 2):

@@ -1,8 +1,9 @@
 """Trains the image-conditioned scene diffusion (`--mode=train`, after the shape autoencoder).
 
 Stages by step: `diffusion_steps` of L_pose + L_shape, then `joint_steps` more with λ·L_align
-added (PAPER.md "Training"). One jit-compiled step per stage over a 'data' mesh: the batch is
-sharded along it, the state replicated, the old state's buffers donated. The state keeps an
+added (PAPER.md "Training"). One jit-compiled step per stage over the config's mesh
+(training/sharding.py): the batch is sharded along 'data', the state replicated or, with a
+'model' axis, its large arrays sharded; the old state's buffers are donated. The state keeps an
 EMA of the parameters, which evaluation samples with. Checkpoints (orbax) go to
 workdir/checkpoints/scene every `checkpoint_every` steps and at the end; a run resumes from
 the latest one and re-reads batch `step` exactly, so a resumed run sees the same data.
@@ -21,7 +22,7 @@ import tqdm
 
 from scenediff_jax import diffusion
 from scenediff_jax.models.scene_model import SceneModel, make_model
-from scenediff_jax.training import checkpoints, losses, scene_data, sharding
+from scenediff_jax.training import checkpoints, losses, preemption, scene_data, sharding
 from scenediff_jax.training.metric_log import MetricLog
 
 DIFFUSED = ('layout', 'pose', 'gaussians', 'intrinsics')
@@ -81,9 +82,9 @@ def loss_fn(params, batch, key, *, model, schedule, statistics, config, align):
   return loss, {'loss': loss, 'l_pose': l_pose, 'l_shape': l_shape, 'l_align': l_align}
 
 
-def make_train_step(model, schedule, statistics, config):
+def make_train_step(model, schedule, statistics, config, mesh=None):
   """train_step(state, batch, key, align) → (state, metrics); `align` is static (one
-  compilation per stage)."""
+  compilation per stage). With a mesh, the new state keeps the state's sharding rules."""
   decay = config.training.ema_decay
 
   @functools.partial(jax.jit, donate_argnums=0, static_argnums=3)
@@ -97,13 +98,19 @@ def make_train_step(model, schedule, statistics, config):
     # EMA with a warm-up, so early evaluations are not dominated by the random init.
     rate = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
     ema = jax.tree.map(lambda e, p: rate * e + (1 - rate) * p, state.ema_params, state.params)
-    return state.replace(ema_params=ema), metrics
+    state = state.replace(ema_params=ema)
+    if mesh is not None:  # the same sharding in and out: donation reuses the buffers
+      state = jax.lax.with_sharding_constraint(state, sharding.state_sharding(mesh, state))
+    return state, metrics
 
   return train_step
 
 
 def device_batch(batch, mesh):
-  return jax.device_put({k: batch[k] for k in MODEL_INPUTS}, sharding.batch_sharding(mesh))
+  """This process's rows of a batch → global arrays sharded along 'data'."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(batch[k]))
+          for k in MODEL_INPUTS}
 
 
 def _init_key(config):
@@ -112,19 +119,19 @@ def _init_key(config):
 
 
 def initial_state(config, model, example_batch, mesh):
-  """A fresh state, replicated over the mesh."""
+  """A fresh state, placed on the mesh by the sharding rules."""
   state = create_state(config, model, example_batch, _init_key(config))
-  return jax.device_put(state, sharding.replicated(mesh))
+  return jax.device_put(state, sharding.state_sharding(mesh, state))
 
 
 def restore_state(checkpointer, config, model, example_batch, mesh):
-  """The latest checkpoint, restored replicated over the mesh. Shapes come from tracing
-  create_state (jax.eval_shape), so nothing is initialised or compiled first."""
+  """The latest checkpoint, restored onto the mesh by the sharding rules. Shapes come from
+  tracing create_state (jax.eval_shape), so nothing is initialised or compiled first."""
   abstract = jax.eval_shape(functools.partial(create_state, config, model), example_batch,
                             _init_key(config))
-  replicated = sharding.replicated(mesh)
   abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+      sharding.state_sharding(mesh, abstract))
   return checkpointer.restore(abstract)
 
 
@@ -135,10 +142,10 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
   total = t.diffusion_steps + t.joint_steps
   model = make_model(config)
   schedule = make_schedule(config)
-  mesh = sharding.make_mesh()
-  if t.batch_size % mesh.size:
-    raise ValueError(f'training.batch_size={t.batch_size} must be a multiple of the '
-                     f'{mesh.size} devices.')
+  mesh = sharding.make_mesh(config.get('mesh', sharding.DATA_PARALLEL))
+  if t.batch_size % mesh.shape['data']:
+    raise ValueError(f'training.batch_size={t.batch_size} must be a multiple of the mesh\'s '
+                     f'{mesh.shape["data"]}-way data axis.')
   batches = scene_data.training_batches(source, statistics, latents, config)
   root = jax.random.key(t.seed)
   with jax.set_mesh(mesh):
@@ -156,37 +163,48 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
     logging.info('Scene diffusion: %s parameters; steps %d → %d (L_align from step %d).',
                  f'{sum(x.size for x in jax.tree.leaves(state.params)):,}', start, total,
                  t.diffusion_steps)
-    train_step = make_train_step(model, schedule, statistics, config)
+    train_step = make_train_step(model, schedule, statistics, config, mesh)
     log = MetricLog(workdir, 'metrics.jsonl', tensorboard_prefix='scene')
     progress = tqdm.tqdm(range(start, total), initial=start, total=total, desc='train',
-                         unit='step')
+                         unit='step', disable=jax.process_index() != 0)
     history, tick, last_saved = [], time.perf_counter(), checkpointer.latest_step
-    for step, batch in zip(progress, scene_data.prefetched(batches, start)):
-      align = step >= t.diffusion_steps
-      state, metrics = train_step(state, device_batch(batch, mesh),
-                                  jax.random.fold_in(root, step), align)
-      history.append(metrics)
-      done = step + 1
-      if done % t.log_every == 0 or done == total or done == t.diffusion_steps:
-        mean = jax.tree.map(lambda *x: float(np.mean(x)), *history)
-        mean['steps_per_second'] = len(history) / (time.perf_counter() - tick)
-        try:
-          log.write(done, mean)
-        except FloatingPointError as error:
-          raise FloatingPointError(
-              f'Training diverged before step {done} ({error}). The last good checkpoint is '
-              f'step {last_saved} in {workdir}/checkpoints/scene; lower '
-              f'--config.training.learning_rate and rerun to resume from it.') from None
-        progress.set_postfix(loss=f'{mean["loss"]:.4f}', steps_s=f'{mean["steps_per_second"]:.2f}')
-        history, tick = [], time.perf_counter()
-      if done % t.checkpoint_every == 0 or done == total:
-        if not np.isfinite(float(metrics['loss'])):  # never overwrite good with bad
-          raise FloatingPointError(f'Non-finite loss at step {done}; the last good checkpoint '
-                                   f'is step {last_saved} in {workdir}/checkpoints/scene.')
-        checkpointer.save(done, state)
-        last_saved = done
+    preempted = None
+    with preemption.PreemptionWatch() as watch:
+      for step, batch in zip(progress, scene_data.prefetched(batches, start)):
+        align = step >= t.diffusion_steps
+        state, metrics = train_step(state, device_batch(batch, mesh),
+                                    jax.random.fold_in(root, step), align)
+        history.append(metrics)
+        done = step + 1
+        if done % t.log_every == 0 or done == total or done == t.diffusion_steps:
+          mean = jax.tree.map(lambda *x: float(np.mean(x)), *history)
+          mean['steps_per_second'] = len(history) / (time.perf_counter() - tick)
+          try:
+            log.write(done, mean)
+          except FloatingPointError as error:
+            raise FloatingPointError(
+                f'Training diverged before step {done} ({error}). The last good checkpoint is '
+                f'step {last_saved} in {workdir}/checkpoints/scene; lower '
+                f'--config.training.learning_rate and rerun to resume from it.') from None
+          progress.set_postfix(loss=f'{mean["loss"]:.4f}', steps_s=f'{mean["steps_per_second"]:.2f}')
+          history, tick = [], time.perf_counter()
+        if done % t.checkpoint_every == 0 or done == total:
+          if not np.isfinite(float(metrics['loss'])):  # never overwrite good with bad
+            raise FloatingPointError(f'Non-finite loss at step {done}; the last good checkpoint '
+                                     f'is step {last_saved} in {workdir}/checkpoints/scene.')
+          checkpointer.save(done, state)
+          last_saved = done
+        if done < total and watch.requested(checkpointer, done):
+          if last_saved != done:
+            checkpointer.save(done, state, force=True)
+          preempted = done
+          break
     log.close()
     checkpointer.close()
+  if preempted is not None:
+    raise preemption.Preempted(f'Preempted after step {preempted}: checkpoint saved in '
+                               f'{workdir}/checkpoints/scene; rerun the same command to '
+                               'continue from it.')
   logging.info('Scene diffusion trained for %d steps; checkpoints in %s/checkpoints/scene',
                total, workdir)
   return model, state

@@ -22,7 +22,7 @@ import tqdm
 
 from scenediff_jax.geometry import gmm, nearest_sq_dist
 from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
-from scenediff_jax.training import checkpoints, sharding
+from scenediff_jax.training import checkpoints, preemption, sharding
 from scenediff_jax.training.metric_log import MetricLog
 
 
@@ -119,21 +119,32 @@ def train(config, workdir, shape_source):
     log = MetricLog(workdir, 'shape_metrics.jsonl', tensorboard_prefix='shape')
     start_step = int(state.step)
     progress = tqdm.tqdm(range(start_step, t.steps), initial=start_step, total=t.steps,
-                         desc='train_shape', unit='step')
-    history, tick = [], time.perf_counter()
-    for step in progress:
-      state, metrics = train_step(state, to_device(batches[step]), jax.random.fold_in(root, step))
-      history.append(metrics)
-      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
-        mean = jax.tree.map(lambda *x: float(np.mean(x)), *history)
-        mean['steps_per_second'] = len(history) / (time.perf_counter() - tick)
-        log.write(step + 1, mean)
-        progress.set_postfix(loss=f'{mean["loss"]:.4f}', iou=f'{mean["occupancy_iou"]:.3f}')
-        history, tick = [], time.perf_counter()
-      if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
-        checkpointer.save(step + 1, state)
+                         desc='train_shape', unit='step', disable=jax.process_index() != 0)
+    history, tick, preempted = [], time.perf_counter(), None
+    with preemption.PreemptionWatch() as watch:
+      for step in progress:
+        state, metrics = train_step(state, to_device(batches[step]), jax.random.fold_in(root, step))
+        history.append(metrics)
+        if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+          mean = jax.tree.map(lambda *x: float(np.mean(x)), *history)
+          mean['steps_per_second'] = len(history) / (time.perf_counter() - tick)
+          log.write(step + 1, mean)
+          progress.set_postfix(loss=f'{mean["loss"]:.4f}', iou=f'{mean["occupancy_iou"]:.3f}')
+          history, tick = [], time.perf_counter()
+        saved = (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps
+        if saved:
+          checkpointer.save(step + 1, state)
+        if step + 1 < t.steps and watch.requested(checkpointer, step + 1):
+          if not saved:
+            checkpointer.save(step + 1, state, force=True)
+          preempted = step + 1
+          break
     log.close()
     checkpointer.close()
+  if preempted is not None:
+    raise preemption.Preempted(f'Preempted after step {preempted}: checkpoint saved in '
+                               f'{workdir}/checkpoints/shape; rerun the same command to '
+                               'continue from it.')
   logging.info('Shape autoencoder trained for %d steps; checkpoints in %s/checkpoints/shape',
                t.steps, workdir)
   return model, state.params

@@ -1,0 +1,203 @@
+"""Scaling out (issue 7): meshes from the config, fsdp-style sharding of the large arrays,
+per-process input, preemption-safe training and damaged-checkpoint fallback. Several devices
+are simulated on the CPU in subprocesses (`--xla_force_host_platform_device_count`)."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from scenediff_jax.training import checkpoints, distributed, scene_data, sharding
+from test_scene_training import _batch, prepared, tiny_config  # noqa: F401 (a fixture)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_mesh_specs_and_their_errors():
+  mesh = sharding.make_mesh((('data', -1),))
+  assert mesh.axis_names == ('data',) and mesh.shape['data'] == jax.device_count()
+  assert sharding.make_mesh([['data', 1], ['model', 1]]).axis_names == ('data', 'model')
+  for bad in ((('model', -1),), (('data', -1), ('model', -1)), (('data', 3),),
+              (('data', 1), ('data', 1))):
+    with pytest.raises(ValueError, match='config.mesh'):
+      sharding.make_mesh(bad)
+
+
+def test_several_processes_are_read_from_the_environment():
+  assert not distributed.several_processes({})
+  assert not distributed.several_processes({'SLURM_NTASKS': '1'})
+  assert distributed.several_processes({'SLURM_NTASKS': '4'})
+  assert distributed.several_processes({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'})
+  assert distributed.several_processes({'TPU_WORKER_HOSTNAMES': 'a,b'})
+  assert not distributed.several_processes({'TPU_WORKER_HOSTNAMES': 'a'})
+
+
+def test_each_process_reads_only_its_block_of_every_global_batch(scenes, prepared):
+  latents, statistics = prepared
+  config = tiny_config()
+  config.training.batch_size = 4
+  source = scenes[:16]
+  whole = scene_data.training_batches(source, statistics, latents, config, 0, 1)
+  halves = [scene_data.training_batches(source, statistics, latents, config, p, 2)
+            for p in range(2)]
+  for step in (0, 3, 7):
+    joined = {k: np.concatenate([h[step][k] for h in halves]) for k in whole[step]}
+    assert halves[0][step]['image'].shape[0] == 2
+    for k in whole[step]:
+      np.testing.assert_array_equal(joined[k], whole[step][k])
+  with pytest.raises(ValueError, match='multiple of the 3 processes'):
+    scene_data.training_batches(source, statistics, latents, config, 0, 3)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+  directory = tmp_path / 'ckpt'
+  writer = checkpoints.Checkpointer(directory)
+  values = {step: np.random.default_rng(step).normal(size=(64, 64)).astype(np.float32)
+            for step in (1, 2)}
+  for step in (1, 2):
+    writer.save(step, {'w': values[step]})
+  writer.close()
+  files = [os.path.join(d, f) for d, _, names in os.walk(directory / '2' / 'default')
+           for f in names]
+  biggest = max(files, key=os.path.getsize)  # the array data
+  with open(biggest, 'r+b') as f:  # a half-written file
+    f.truncate(os.path.getsize(biggest) // 2)
+  reader = checkpoints.Checkpointer(directory)
+  abstract = {'w': jax.ShapeDtypeStruct((64, 64), np.float32)}
+  with caplog.at_level('WARNING'):
+    restored = reader.restore(abstract)
+  np.testing.assert_array_equal(restored['w'], values[1])
+  assert 'Checkpoint 2' in caplog.text and 'falling back to checkpoint 1' in caplog.text
+  assert reader.latest_step == 1  # the damaged step is gone: training writes it again
+  reader.close()
+
+
+_MESHES = '''
+import jax, numpy as np, pickle, sys
+from scenediff_jax.training import scene_trainer, sharding
+sharding.MIN_SHARDED_SIZE = 1024  # the tiny model's kernels count as large here
+config, batch, statistics = pickle.load(open(sys.argv[1], 'rb'))
+model = scene_trainer.make_model(config)
+assert jax.device_count() == 8
+results = {}
+for axes in ((('data', -1),), (('data', 1),), (('data', 4), ('model', 2))):
+  devices = jax.devices() if axes[0][1] != 1 else jax.devices()[:1]
+  mesh = sharding.make_mesh(axes, devices)
+  with jax.set_mesh(mesh):
+    b = scene_trainer.device_batch(batch, mesh)
+    state = scene_trainer.initial_state(config, model, b, mesh)
+    step = scene_trainer.make_train_step(model, scene_trainer.make_schedule(config), statistics,
+                                         config, mesh)
+    losses = []
+    for i in range(3):
+      state, metrics = step(state, b, jax.random.key(i), True)
+      losses.append(float(metrics['loss']))
+    specs = [x.sharding.spec for x in jax.tree.leaves(state.params)]
+    sharded = sum('model' in tuple(s) for s in specs)
+    big = sum(x.size >= sharding.MIN_SHARDED_SIZE and any(d % 2 == 0 for d in x.shape)
+              for x in jax.tree.leaves(state.params))
+    results[axes] = (np.array(losses), jax.tree.map(np.asarray, state.params),
+                     len(b['image'].sharding.device_set), sharded, big)
+(l8, p8, n8, _, _), (l1, p1, n1, _, _), (l42, p42, n42, sharded, big) = results.values()
+assert (n8, n1, n42) == (8, 1, 8), (n8, n1, n42)
+assert big > 0 and sharded == big, (sharded, big)
+flat = lambda p: np.concatenate([x.ravel() for x in jax.tree.leaves(p)]).astype(np.float64)
+for losses, params in ((l8, p8), (l42, p42)):
+  np.testing.assert_allclose(losses, l1, rtol=1e-5)
+  # Relative to all parameters together: Adam turns rounding noise in gradients that are
+  # zero in exact arithmetic (biases before a normalisation) into tiny but unequal steps.
+  error = np.linalg.norm(flat(params) - flat(p1)) / np.linalg.norm(flat(p1))
+  assert error < 1e-5, error
+print('OK', sharded, 'of', len(jax.tree.leaves(p1)), 'parameter arrays sharded')
+'''
+
+
+@pytest.mark.slow
+def test_eight_devices_train_like_one_and_a_model_axis_shards_the_large_kernels(
+    scenes, prepared, tmp_path):
+  latents, statistics = prepared
+  config = tiny_config()
+  config.training.batch_size = 8
+  path = tmp_path / 'inputs.pkl'
+  path.write_bytes(pickle.dumps((config, _batch(scenes, prepared, list(range(8)), config),
+                                 statistics)))
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  result = subprocess.run([sys.executable, '-c', _MESHES, str(path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
+_TRAIN = '''
+import pickle, sys, time
+import numpy as np, jax
+from scenediff_jax.training import preemption, scene_data, scene_trainer
+config, source, latents, statistics = pickle.load(open(sys.argv[1], 'rb'))
+workdir = sys.argv[2]
+slow = scene_data.prefetched
+def paced(batches, start, **kwargs):  # a few steps per second, so a signal lands mid-run
+  for batch in slow(batches, start, **kwargs):
+    time.sleep(0.1)
+    yield batch
+scene_data.prefetched = paced
+try:
+  _, state = scene_trainer.train(config, workdir, source, statistics, latents)
+except preemption.Preempted as stop:
+  print('PREEMPTED', stop)
+  sys.exit(0)
+np.savez(workdir + '/final.npz', *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+print('DONE', int(state.step))
+'''
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(scenes, prepared, tmp_path):
+  latents, statistics = prepared
+  config = tiny_config()
+  config.training.update(diffusion_steps=24, joint_steps=6, log_every=2, checkpoint_every=8,
+                         keep_checkpoints=3)
+  path = tmp_path / 'inputs.pkl'
+  path.write_bytes(pickle.dumps((config, scenes[:16], latents, statistics)))
+  command = lambda work: [sys.executable, '-c', _TRAIN, str(path), str(work)]
+  env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),  # compile once
+         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  run = lambda work: subprocess.run(command(work), cwd=REPO, capture_output=True, text=True,
+                                    timeout=600, env=env)
+
+  def interrupted(work, sig, after_step):
+    """Starts a run, sends `sig` once it logged `after_step`; returns the process' output."""
+    process = subprocess.Popen(command(work), cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    log = work / 'logs' / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+      if log.exists() and len(log.read_text().splitlines()) * 2 >= after_step:
+        process.send_signal(sig)
+        break
+      time.sleep(0.05)
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+  reference = run(tmp_path / 'straight')
+  assert 'DONE 30' in reference.stdout, reference.stderr[-3000:]
+  expected = np.load(tmp_path / 'straight' / 'final.npz')
+
+  for sig, after in ((signal.SIGTERM, 12), (signal.SIGKILL, 18)):
+    work = tmp_path / sig.name
+    code, out, err = interrupted(work, sig, after)
+    saved = sorted(int(s) for s in os.listdir(work / 'checkpoints' / 'scene') if s.isdigit())
+    if sig == signal.SIGTERM:  # a clean stop with a checkpoint of the step it stopped at
+      assert code == 0 and 'PREEMPTED' in out, err[-3000:]
+      assert saved[-1] >= after and saved[-1] % 8, saved
+    else:  # killed: the last complete checkpoint is a multiple of checkpoint_every
+      assert code == -signal.SIGKILL and saved[-1] % 8 == 0, (code, saved)
+    resumed = run(work)
+    assert 'DONE 30' in resumed.stdout, resumed.stderr[-3000:]
+    assert f'{saved[-1]}/30 [' in resumed.stderr  # the progress bar starts where it stopped
+    final = np.load(work / 'final.npz')
+    for name in expected.files:
+      np.testing.assert_array_equal(final[name], expected[name])
