@@ -56,8 +56,9 @@ def main(argv):
       stages = pipeline.train(config, workdir) if mode != 'eval' else None
       if mode != 'train':
         pipeline.evaluate(config, workdir, stages)
-    except preemption.Preempted as stop:  # a clean exit: the checkpoint is written
+    except preemption.Preempted as stop:  # the checkpoint is written: retry later
       logging.warning('%s', stop)
+      sys.exit(preemption.EXIT_STATUS)
     except (FloatingPointError, FileNotFoundError) as error:  # say what to do, not a traceback
       logging.error('%s', error)
       sys.exit(1)
@@ -76,6 +77,7 @@ def main(argv):
       shape_trainer.train_and_evaluate(config, workdir)
     except preemption.Preempted as stop:
       logging.warning('%s', stop)
+      sys.exit(preemption.EXIT_STATUS)
     return
   builder = data_preview.build(config) if mode == 'build_data' else None
   data_preview.preview(config, workdir, builder)

@@ -14,30 +14,17 @@ import trimesh
 from scenediff_jax import predict
 from scenediff_jax.geometry import boxes as boxes_lib, camera
 from scenediff_jax.geometry.classes import CLASSES
-from scenediff_jax.inference import bundle, scene_files
+from scenediff_jax.inference import bundle, demo_input, scene_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NYU_NAMES = {'nightstand': 'night_stand'}  # our name → the NYU-40 spelling demo files use
 DEMO_SIZE = (200, 320)  # (H, W): not SUN RGB-D's, not the model's
 
 
 def write_demo_folder(folder, record, size=DEMO_SIZE):
   """A SynthRooms record in the Total3D/Im3D demo format, resized, with one detection of a
   class we do not support."""
-  os.makedirs(folder, exist_ok=True)
-  height, width = record['image'].shape[:2]
-  sx, sy = size[1] / width, size[0] / height
-  Image.fromarray(record['image']).resize(size[::-1], Image.BILINEAR).save(
-      os.path.join(folder, 'img.jpg'), quality=95)
-  np.savetxt(os.path.join(folder, 'cam_K.txt'), camera.scale_intrinsics(
-      record['K'].astype(np.float64), sx, sy))
-  detections = [{'bbox': [x1 * sx, y1 * sy, (x2 + 1) * sx - 1, (y2 + 1) * sy - 1],
-                 'class': NYU_NAMES.get(CLASSES[c], CLASSES[c]), 'score': 0.5 + 0.01 * k}
-                for k, ((x1, y1, x2, y2), c) in enumerate(zip(record['objects']['bbox2d'].tolist(),
-                                                              record['objects']['class']))]
-  detections.append({'bbox': [5, 5, 60, 40], 'class': 'picture'})
-  with open(os.path.join(folder, 'detections.json'), 'w') as f:
-    json.dump(detections, f)
+  demo_input.write_demo_folder(folder, record, size,
+                               extra_detections=[{'bbox': [5, 5, 60, 40], 'class': 'picture'}])
 
 
 def run(module, *args, timeout=600):

@@ -201,3 +201,21 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(scenes, prepared
     final = np.load(work / 'final.npz')
     for name in expected.files:
       np.testing.assert_array_equal(final[name], expected[name])
+
+
+def test_main_exits_75_after_a_preemption_checkpoint(tmp_path, monkeypatch):
+  from absl import flags
+
+  from scenediff_jax import main
+  from scenediff_jax.training import pipeline, preemption
+
+  def preempted(config, workdir):
+    raise preemption.Preempted('Preempted after step 3')
+
+  monkeypatch.setattr(pipeline, 'train', preempted)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(['main', f'--config={REPO}/configs/synthetic.py:smoke', f'--workdir={tmp_path}',
+               '--mode=train'])
+  with pytest.raises(SystemExit) as stop:
+    main.main(['main'])
+  assert stop.value.code == 75 == preemption.EXIT_STATUS

@@ -392,3 +392,26 @@ def read_demo_input(folder, image_size, max_objects, pitch=None, roll=None) -> D
       original_bbox2d=clipped_boxes[kept].astype(np.float32),
       notes=notes,
   )
+
+
+NYU40_SPELLING = {'nightstand': 'night_stand'}  # our class name → the NYU-40 spelling
+
+
+def write_demo_folder(folder, record, size=None, extra_detections=()):
+  """Writes a SynthRooms record as a demo folder (img.jpg, cam_K.txt, detections.json with
+  NYU-40 class names), resized to `size` (H, W) if given: what predict reads, for trying
+  the model on a generated scene. `extra_detections` are appended as they are."""
+  os.makedirs(folder, exist_ok=True)
+  height, width = record['image'].shape[:2]
+  size = size or (height, width)
+  sx, sy = size[1] / width, size[0] / height
+  Image.fromarray(record['image']).resize(size[::-1], Image.Resampling.BILINEAR).save(
+      os.path.join(folder, 'img.jpg'), quality=95)
+  np.savetxt(os.path.join(folder, 'cam_K.txt'),
+             camera.scale_intrinsics(np.asarray(record['K'], np.float64), sx, sy))
+  boxes = np.asarray(record['objects']['bbox2d'], np.float64)
+  detections = [{'bbox': _scale_boxes(box[None], sx, sy)[0].tolist(),
+                 'class': NYU40_SPELLING.get(CLASSES[c], CLASSES[c]), 'score': 0.5 + 0.01 * k}
+                for k, (box, c) in enumerate(zip(boxes, record['objects']['class']))]
+  with open(os.path.join(folder, 'detections.json'), 'w') as f:
+    json.dump(detections + list(extra_detections), f)

@@ -2,12 +2,18 @@
 stop a job) or orbax's multi-host preemption notice ends training after the current step,
 with a checkpoint of that step. Rerunning the same command continues from it exactly: the
 batch of a step and its random key are functions of the step."""
+import os
 import signal
 import threading
 
 from absl import logging
 import jax
 import numpy as np
+
+
+# The main job's exit status after a preemption checkpoint: "temporary failure, try again"
+# (sysexits.h), so that schedulers can requeue it (launch/slurm.sbatch does).
+EXIT_STATUS = os.EX_TEMPFAIL  # 75
 
 
 class Preempted(Exception):
