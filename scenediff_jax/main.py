@@ -39,7 +39,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   cli.quiet_libraries()
-  config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
+  run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+
+
+def run(config, workdir, mode):
+  """The main job in `mode` (see the module docstring) for a config and a workdir."""
   lead = True
   if mode in ('train', 'eval', 'train_and_eval', 'train_shape'):
     from scenediff_jax.training import distributed  # jax loads only for these modes

@@ -204,7 +204,7 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(scenes, prepared
 
 
 def test_main_exits_75_after_a_preemption_checkpoint(tmp_path, monkeypatch):
-  from absl import flags
+  import ml_collections
 
   from scenediff_jax import main
   from scenediff_jax.training import pipeline, preemption
@@ -213,9 +213,6 @@ def test_main_exits_75_after_a_preemption_checkpoint(tmp_path, monkeypatch):
     raise preemption.Preempted('Preempted after step 3')
 
   monkeypatch.setattr(pipeline, 'train', preempted)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(['main', f'--config={REPO}/configs/synthetic.py:smoke', f'--workdir={tmp_path}',
-               '--mode=train'])
   with pytest.raises(SystemExit) as stop:
-    main.main(['main'])
+    main.run(ml_collections.ConfigDict({'name': 'test'}), str(tmp_path), 'train')
   assert stop.value.code == 75 == preemption.EXIT_STATUS
