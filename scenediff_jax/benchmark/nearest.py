@@ -57,12 +57,15 @@ def bench_nearest(quick: bool) -> dict:
   # Plain autodiff of the untiled minimum, compiled only: the memory it would need.
   dense = jax.jit(jax.value_and_grad(lambda d, p: jnp.mean(jnp.min(
       jnp.sum((d[:, :, None] - p[:, None]) ** 2, -1), -1)), argnums=(0, 1)))
+  shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  dense_memory = dense.lower(shape(objects, depth_points, 3), shape(objects, predicted, 3)
+                             ).compile().memory_analysis().temp_size_in_bytes
   result = {'workload': f'{objects} objects x {depth_points} depth -> {predicted} predicted points'}
   for name, (depth, points) in workloads(objects, depth_points, predicted).items():
     compiled, compile_time, _ = compile_seconds(value_and_grad, depth, points)
     ours = median_seconds(lambda: jax.block_until_ready(compiled(depth, points)), repeats)
     reference = _kdtree(depth, points)
-    mine = np.asarray(jax.jit(nearest_sq_dist)(depth, points))
+    mine = np.asarray(nearest_sq_dist(depth, points))
     tracemalloc.start()
     _kdtree(depth, points)
     kdtree_memory = tracemalloc.get_traced_memory()[1]
@@ -72,8 +75,7 @@ def bench_nearest(quick: bool) -> dict:
         'ours_value_and_grad_seconds': ours,
         'ours_compile_seconds': compile_time,
         'ours_temp_memory_bytes': compiled.memory_analysis().temp_size_in_bytes,
-        'dense_autodiff_temp_memory_bytes':
-            dense.lower(depth, points).compile().memory_analysis().temp_size_in_bytes,
+        'dense_autodiff_temp_memory_bytes': dense_memory,
         'kdtree_value_seconds': kdtree,
         'kdtree_peak_memory_bytes': kdtree_memory,
         'ours_over_kdtree_time': ours / kdtree,

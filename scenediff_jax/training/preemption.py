@@ -21,11 +21,13 @@ class Preempted(Exception):
 
 
 class PreemptionWatch:
-  """`with PreemptionWatch() as watch:` ... `if watch.requested(checkpointer, step): ...`"""
+  """`with PreemptionWatch() as watch:` ... `if watch.stop_here(...): break`, then, with
+  everything closed, `watch.raise_if_stopped(checkpoint_directory)`."""
 
   def __init__(self):
     self._signalled = False
     self._previous = None
+    self.stopped_at = None
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():  # signals reach only that one
@@ -48,3 +50,18 @@ class PreemptionWatch:
       from jax.experimental import multihost_utils
       stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
     return stop or bool(checkpointer.manager.reached_preemption(step))
+
+  def stop_here(self, checkpointer, step, state, saved: bool) -> bool:
+    """Whether to stop after `step`; if so, its checkpoint is written (unless `saved`)."""
+    if not self.requested(checkpointer, step):
+      return False
+    if not saved:
+      checkpointer.save(step, state, force=True)
+    self.stopped_at = step
+    return True
+
+  def raise_if_stopped(self, directory):
+    """After the loop (logs and checkpointer closed): Preempted if training stopped early."""
+    if self.stopped_at is not None:
+      raise Preempted(f'Preempted after step {self.stopped_at}: checkpoint saved in '
+                      f'{directory}; rerun the same command to continue from it.')

@@ -168,7 +168,6 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
     progress = tqdm.tqdm(range(start, total), initial=start, total=total, desc='train',
                          unit='step', disable=jax.process_index() != 0)
     history, tick, last_saved = [], time.perf_counter(), checkpointer.latest_step
-    preempted = None
     with preemption.PreemptionWatch() as watch:
       for step, batch in zip(progress, scene_data.prefetched(batches, start)):
         align = step >= t.diffusion_steps
@@ -194,17 +193,11 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
                                      f'is step {last_saved} in {workdir}/checkpoints/scene.')
           checkpointer.save(done, state)
           last_saved = done
-        if done < total and watch.requested(checkpointer, done):
-          if last_saved != done:
-            checkpointer.save(done, state, force=True)
-          preempted = done
+        if done < total and watch.stop_here(checkpointer, done, state, last_saved == done):
           break
     log.close()
     checkpointer.close()
-  if preempted is not None:
-    raise preemption.Preempted(f'Preempted after step {preempted}: checkpoint saved in '
-                               f'{workdir}/checkpoints/scene; rerun the same command to '
-                               'continue from it.')
+  watch.raise_if_stopped(f'{workdir}/checkpoints/scene')
   logging.info('Scene diffusion trained for %d steps; checkpoints in %s/checkpoints/scene',
                total, workdir)
   return model, state

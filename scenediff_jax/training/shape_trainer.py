@@ -120,7 +120,7 @@ def train(config, workdir, shape_source):
     start_step = int(state.step)
     progress = tqdm.tqdm(range(start_step, t.steps), initial=start_step, total=t.steps,
                          desc='train_shape', unit='step', disable=jax.process_index() != 0)
-    history, tick, preempted = [], time.perf_counter(), None
+    history, tick = [], time.perf_counter()
     with preemption.PreemptionWatch() as watch:
       for step in progress:
         state, metrics = train_step(state, to_device(batches[step]), jax.random.fold_in(root, step))
@@ -134,17 +134,11 @@ def train(config, workdir, shape_source):
         saved = (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps
         if saved:
           checkpointer.save(step + 1, state)
-        if step + 1 < t.steps and watch.requested(checkpointer, step + 1):
-          if not saved:
-            checkpointer.save(step + 1, state, force=True)
-          preempted = step + 1
+        if step + 1 < t.steps and watch.stop_here(checkpointer, step + 1, state, saved):
           break
     log.close()
     checkpointer.close()
-  if preempted is not None:
-    raise preemption.Preempted(f'Preempted after step {preempted}: checkpoint saved in '
-                               f'{workdir}/checkpoints/shape; rerun the same command to '
-                               'continue from it.')
+  watch.raise_if_stopped(f'{workdir}/checkpoints/shape')
   logging.info('Shape autoencoder trained for %d steps; checkpoints in %s/checkpoints/shape',
                t.steps, workdir)
   return model, state.params
