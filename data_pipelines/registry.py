@@ -1,15 +1,32 @@
-"""Finds, builds and opens the datasets that configs name."""
+"""Finds, builds and opens the datasets that configs name.
+
+SynthRooms (`synth_rooms`, `synth_shapes`) is generated here. The real datasets (`sunrgbd`,
+`pix3d`, `pix3d_shapes`) are converted from files the user already has, in the manual
+directory that `config.data.manual_dir` (scenes) or `config.data.shape_manual_dir` (shapes)
+names; code never downloads them.
+"""
 import os
 
 from absl import logging
+import tensorflow_datasets as tfds
 
 # Imported for their registration with TFDS, and to build by name.
+from data_pipelines.pix3d import builder as pix3d_builder
+from data_pipelines.sunrgbd import builder as sunrgbd_builder
 from data_pipelines.synth_rooms import builder as synth_rooms_builder
 
 BUILDERS = {
     'synth_rooms': synth_rooms_builder.SynthRooms,
     'synth_shapes': synth_rooms_builder.SynthShapes,
+    'sunrgbd': sunrgbd_builder.Sunrgbd,
+    'pix3d': pix3d_builder.Pix3d,
+    'pix3d_shapes': pix3d_builder.Pix3dShapes,
 }
+SYNTHETIC = ('synth_rooms', 'synth_shapes')
+
+
+class DataMissing(RuntimeError):
+  """A real dataset's files are not in its manual directory: the message says what to put where."""
 
 
 def default_data_dir() -> str:
@@ -21,18 +38,78 @@ def default_data_dir() -> str:
 def get_builder(name: str, data_dir: str, size: str = 'default', seed: int = 0):
   if name not in BUILDERS:
     raise ValueError(f'Unknown dataset {name!r}; expected one of {sorted(BUILDERS)}.')
-  config = synth_rooms_builder.builder_config(size, seed)
-  if seed == 0:  # A registered config: TFDS wants it by name.
-    config = config.name
+  if name in SYNTHETIC:
+    config = synth_rooms_builder.builder_config(size, seed)
+    if seed == 0:  # A registered config: TFDS wants it by name.
+      config = config.name
+  else:
+    config = size
   return BUILDERS[name](config=config, data_dir=data_dir, file_format='array_record')
 
 
-def build(name: str, data_dir: str, size: str = 'default', seed: int = 0):
-  """Builds the dataset unless it is already there; returns its builder."""
+def build(name: str, data_dir: str, size: str = 'default', seed: int = 0, manual_dir: str = None):
+  """Builds the dataset unless it is already there; returns its builder.
+
+  Real datasets read `manual_dir`; `DataMissing` says what is missing there."""
   b = get_builder(name, data_dir, size, seed)
   if b.is_prepared():
     logging.info('%s/%s is already built in %s.', name, b.builder_config.name, b.data_dir)
-  else:
-    logging.info('Building %s/%s into %s ...', name, b.builder_config.name, b.data_dir)
-    b.download_and_prepare()
+    return b
+  download_config = None
+  if name not in SYNTHETIC:
+    check_manual_dir(name, manual_dir)
+    download_config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir))
+  logging.info('Building %s/%s into %s ...', name, b.builder_config.name, b.data_dir)
+  b.download_and_prepare(download_config=download_config)
   return b
+
+
+def check_manual_dir(name: str, manual_dir: str) -> None:
+  """Raises DataMissing (with the builder's instructions) unless `manual_dir` has the files."""
+  builder_class = BUILDERS[name]
+  missing = builder_class.missing_files(os.path.expanduser(manual_dir or ''))
+  if missing:
+    raise DataMissing(
+        f'The {name} dataset is not built yet and its manual directory {manual_dir!r} lacks '
+        f'{", ".join(missing)}.\n{builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}')
+
+
+def scene_builder(config, prepare: bool = True):
+  """The builder of `config.data.name` (built first, when `prepare`)."""
+  d = config.data
+  if not prepare:
+    return get_builder(d.name, config.data_dir, d.size, d.seed)
+  return build(d.name, config.data_dir, d.size, d.seed, d.get('manual_dir'))
+
+
+def shape_builder(config, prepare: bool = True):
+  """The builder of `config.data.shape_name`, the canonical shapes (built first, when `prepare`)."""
+  d = config.data
+  if not prepare:
+    return get_builder(d.shape_name, config.data_dir, d.size, d.seed)
+  return build(d.shape_name, config.data_dir, d.size, d.seed,
+               d.get('shape_manual_dir', d.get('manual_dir')))
+
+
+def check_available(config, shapes: bool = True) -> None:
+  """DataMissing early (before a workdir is touched) when a real dataset can't be built."""
+  d = config.data
+  wanted = [(d.name, d.get('manual_dir'))]
+  if shapes and d.get('shape_name'):
+    wanted.append((d.shape_name, d.get('shape_manual_dir', d.get('manual_dir'))))
+  for name, manual_dir in wanted:
+    if name not in SYNTHETIC and not get_builder(name, config.data_dir, d.size, d.seed).is_prepared():
+      check_manual_dir(name, manual_dir)
+
+
+def true_mesh_fn(config):
+  """shape_id → the ground-truth canonical trimesh of a shape of `config.data.shape_name`."""
+  d = config.data
+  if d.shape_name == 'synth_shapes':
+    from data_pipelines.synth_rooms import shape_bank
+    bank = synth_rooms_builder.builder_config(d.size, d.seed).scene.bank()
+    return lambda shape_id: shape_bank.shape_mesh(bank.shape(shape_id))
+  if d.shape_name == 'pix3d_shapes':
+    return pix3d_builder.canonical_mesh_loader(
+        os.path.expanduser(d.get('shape_manual_dir', d.get('manual_dir'))))
+  raise ValueError(f'No ground-truth meshes for {d.shape_name!r}.')

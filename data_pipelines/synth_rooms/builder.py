@@ -10,13 +10,11 @@ split is scene (or shape) i.
 """
 import dataclasses
 import functools
-import multiprocessing
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 
+from data_pipelines import features, sharded
 from data_pipelines.synth_rooms import furniture, shape_bank
 from data_pipelines.synth_rooms.scene import SceneConfig, generate_scene
 
@@ -50,10 +48,6 @@ def builder_config(size: str = 'default', seed: int = 0) -> SynthRoomsConfig:
                         shapes_per_class_test=shapes_test))
 
 
-def _tensor(shape, dtype, compress=False):
-  return tfds.features.Tensor(shape=shape, dtype=dtype, encoding='zlib' if compress else 'none')
-
-
 class SynthRooms(tfds.core.ShardBasedBuilder):
   """Procedural furnished rooms with RGB, depth, instances, cameras and 3D boxes."""
 
@@ -65,22 +59,7 @@ class SynthRooms(tfds.core.ShardBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': _tensor((c.height, c.width, 3), np.uint8, compress=True),
-            'depth': _tensor((c.height, c.width), np.float32, compress=True),
-            'instances': _tensor((c.height, c.width), np.int32, compress=True),
-            'scene_id': _tensor((), np.int32),
-            'K': _tensor((3, 3), np.float32),
-            'world_to_cam': _tensor((3, 3), np.float32),
-            'layout': _tensor((7,), np.float32),
-            'objects': tfds.features.FeaturesDict({
-                'class': _tensor((None,), np.int32, compress=True),
-                'bbox2d': _tensor((None, 4), np.float32, compress=True),
-                'box3d': _tensor((None, 7), np.float32, compress=True),
-                'shape_id': _tensor((None,), np.int32, compress=True),
-                'visible_pixels': _tensor((None,), np.int32, compress=True),
-            }),
-        }),
+        features=features.scene_features(c.height, c.width),
         homepage='https://github.com/scenediff-jax/scenediff_jax',
     )
 
@@ -93,52 +72,12 @@ class SynthRooms(tfds.core.ShardBasedBuilder):
 
 
 def _sharded(make_example, keys, description):
-  """Shard generators (as ShardBasedBuilder wants) that make examples in a process pool.
-
-  Examples are independent functions of their key, so workers render them in parallel;
-  one progress bar covers the split.
-  """
-  keys = list(keys)
-  shards = [keys[i:i + SHARD_SIZE] for i in range(0, len(keys), SHARD_SIZE)] or [[]]
-  progress = tqdm.tqdm(total=len(keys), desc=description, unit=' examples', leave=False)
-
-  def shard_generator(shard_keys, last):
-    def generate():
-      with worker_pool() as pool:
-        for key, example in zip(shard_keys, pool.imap(make_example, shard_keys, chunksize=4)):
-          progress.update()
-          yield key, example
-      if last:
-        progress.close()
-    return generate
-
-  return [shard_generator(shard, i == len(shards) - 1) for i, shard in enumerate(shards)]
-
-
-# One BLAS thread per worker: the workers already fill the cores, and the small matrix
-# products of rendering only lose time to thread hand-offs (about 30% on 2 cores).
-_SINGLE_THREADED = {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+  return sharded.shard_generators(make_example, keys, description, SHARD_SIZE,
+                                  preload=('data_pipelines.synth_rooms.scene',))
 
 
 def worker_pool():
-  """Worker processes for generation. forkserver: forking a parent that already runs
-  threads (TFDS, jax) can deadlock, and spawning re-imports everything for every pool."""
-  workers = int(os.environ.get('SYNTH_ROOMS_WORKERS', os.cpu_count() or 1))
-  saved = {k: os.environ.get(k) for k in _SINGLE_THREADED}
-  os.environ.update(_SINGLE_THREADED)  # inherited by the server and workers started now
-  try:
-    if 'forkserver' in multiprocessing.get_all_start_methods():
-      context = multiprocessing.get_context('forkserver')
-      context.set_forkserver_preload(['data_pipelines.synth_rooms.scene'])
-    else:
-      context = multiprocessing.get_context('spawn')
-    return context.Pool(workers)
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        os.environ.pop(k)
-      else:
-        os.environ[k] = v
+  return sharded.worker_pool(preload=('data_pipelines.synth_rooms.scene',))
 
 
 class SynthShapes(tfds.core.ShardBasedBuilder):
@@ -152,20 +91,8 @@ class SynthShapes(tfds.core.ShardBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'shape_id': _tensor((), np.int32),
-            'class': _tensor((), np.int32),
-            'style': _tensor((), np.int32),
-            'size': _tensor((3,), np.float32),
-            'surface': tfds.features.FeaturesDict({
-                'points': _tensor((c.surface_points, 3), np.float32, compress=True),
-                'normals': _tensor((c.surface_points, 3), np.float32, compress=True),
-            }),
-            'occupancy': tfds.features.FeaturesDict({
-                'points': _tensor((c.occupancy_points, 3), np.float32, compress=True),
-                'inside': _tensor((c.occupancy_points,), np.bool_, compress=True),
-            }),
-        }),
+        features=features.shape_features(
+            c.surface_points, c.occupancy_points, style=features.tensor((), np.int32)),
     )
 
   def _shard_iterators_per_split(self, dl_manager):

@@ -1,0 +1,2 @@
+"""Pix3D (images of furniture with aligned 3D models), converted into scene records and
+canonical shapes (DESIGN.md)."""
