@@ -9,9 +9,9 @@ from scenediff_jax.geometry.classes import CLASSES
 
 def build(config):
   """Builds the config's scene dataset (and its shape dataset) unless already built."""
-  builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
+  builder = registry.scene_builder(config)
   if config.data.get('shape_name'):
-    registry.build(config.data.shape_name, config.data_dir, config.data.size, config.data.seed)
+    registry.shape_builder(config)
   return builder
 
 
@@ -19,7 +19,7 @@ def preview(config, workdir, builder=None) -> str:
   """Writes `workdir/previews/data.png` (building the scenes if missing, unless `builder`
   is given); returns its path."""
   if builder is None:
-    builder = registry.build(config.data.name, config.data_dir, config.data.size, config.data.seed)
+    builder = registry.scene_builder(config)
   source = builder.as_data_source(config.preview.split)
   count = min(config.preview.num_scenes, len(source))
   sheet = contact_sheet.contact_sheet([source[i] for i in range(count)], CLASSES)

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from scenediff_jax import cli, data_preview
 
+DATA_MISSING_STATUS = 2  # like a usage error: the user has to put files in place first
 MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape', 'export')
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -44,6 +45,13 @@ def main(argv):
 
 def run(config, workdir, mode):
   """The main job in `mode` (see the module docstring) for a config and a workdir."""
+  if mode not in ('export',):
+    from data_pipelines import registry
+    try:  # before the workdir is touched: a missing dataset leaves nothing behind
+      registry.check_available(config, shapes=mode not in ('preview_data',))
+    except registry.DataMissing as missing:
+      logging.error('%s', missing)
+      sys.exit(DATA_MISSING_STATUS)
   lead = True
   if mode in ('train', 'eval', 'train_and_eval', 'train_shape'):
     from scenediff_jax.training import distributed  # jax loads only for these modes

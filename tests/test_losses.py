@@ -20,7 +20,7 @@ def _identity_statistics():
 def _batch(rng, n=3, real=2):
   mask = np.arange(n) < real
   return {'mask': mask[None], 'has_shape': np.array([[True, False, True]])[:, :n],
-          'layout': rng.normal(size=(1, 7)).astype(np.float32)}
+          'layout': rng.normal(size=(1, 7)).astype(np.float32), 'layout_mask': np.array([True])}
 
 
 def _tree(rng, n=3):
@@ -45,6 +45,17 @@ def test_denoising_losses_ignore_padding_and_shapeless_objects():
     eps[key][0, 2] += 100.0
   eps['gaussians'][0, 1] += 100.0
   assert np.allclose(losses.denoising_losses(eps, noise, batch), (l_pose, l_shape), rtol=1e-6)
+
+
+def test_pose_loss_skips_the_layout_of_scenes_without_one():
+  rng = np.random.default_rng(1)
+  batch, eps, noise = _batch(rng), _tree(rng), _tree(rng)
+  batch['layout_mask'] = np.array([False])  # e.g. Pix3D: no room box
+  l_pose, _ = losses.denoising_losses(eps, noise, batch)
+  objects_only = ((eps['pose'] - noise['pose'])[0, :2] ** 2).mean()
+  assert float(l_pose) == pytest.approx(objects_only, rel=1e-5)
+  eps['layout'] += 100.0
+  assert float(losses.denoising_losses(eps, noise, batch)[0]) == pytest.approx(float(l_pose))
 
 
 def _scene(box):

@@ -214,5 +214,7 @@ def test_main_exits_75_after_a_preemption_checkpoint(tmp_path, monkeypatch):
 
   monkeypatch.setattr(pipeline, 'train', preempted)
   with pytest.raises(SystemExit) as stop:
-    main.run(ml_collections.ConfigDict({'name': 'test'}), str(tmp_path), 'train')
+    config = ml_collections.ConfigDict({'name': 'test', 'data_dir': str(tmp_path), 'data': {
+        'name': 'synth_rooms', 'shape_name': 'synth_shapes', 'size': 'tiny', 'seed': 0}})
+    main.run(config, str(tmp_path), 'train')
   assert stop.value.code == 75 == preemption.EXIT_STATUS

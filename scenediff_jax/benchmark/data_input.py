@@ -59,8 +59,7 @@ def bench_pipeline(quick: bool, load_config, workdir=None) -> dict:
   from scenediff_jax.training import scene_data
 
   config = load_config('smoke' if quick else 'default')
-  d = config.data
-  source = registry.build(d.name, config.data_dir, d.size, d.seed).as_data_source('train')
+  source = registry.scene_builder(config).as_data_source('train')
   if workdir:
     with open(os.path.join(workdir, 'statistics.json')) as f:
       statistics = scene_data.SceneStatistics.from_json(f.read())

@@ -25,8 +25,7 @@ def _trained_decoders(workdir, count):
   with open(os.path.join(workdir, 'config.json')) as f:
     config = config_dict.ConfigDict(json.load(f))
   model, params = shape_trainer.restore(config, workdir)
-  source = registry.get_builder(config.data.shape_name, config.data_dir, config.data.size,
-                                config.data.seed).as_data_source('test')
+  source = registry.shape_builder(config, prepare=False).as_data_source('test')
   n = config.shape_training.surface_points
   decode = jax.jit(lambda g, i, q: model.apply(params, g, i, q, method=ShapeAutoencoder.occupancy))
   functions = []

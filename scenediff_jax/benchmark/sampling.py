@@ -82,8 +82,7 @@ def pose_metrics_by_sampler(workdir, scenes, batch_size=50, seed=0) -> dict:
   from scenediff_jax.training import scene_trainer
 
   config, statistics, params, _ = trained_model.restore_workdir(workdir)
-  d = config.data
-  source = registry.get_builder(d.name, config.data_dir, d.size, d.seed).as_data_source('test')
+  source = registry.scene_builder(config, prepare=False).as_data_source('test')
   records = [source[i] for i in range(min(scenes, len(source)))]
   ground_truth = [{'objects': {'class': r['objects']['class'], 'box3d': r['objects']['box3d']},
                    'layout': r['layout']} for r in records]

@@ -48,10 +48,11 @@ def fit_priors(classes, boxes, layouts, num_classes: int = len(CLASSES)) -> Clas
   boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 7) for b in boxes]
                          or [np.zeros((0, 7))])
   layouts = np.asarray(layouts, np.float64).reshape(-1, 7)
+  layouts = layouts[np.all(layouts[:, 3:6] > 0, -1)]  # all zeros: no room box (Pix3D)
   if len(classes) != len(boxes):
     raise ValueError(f'{len(classes)} classes but {len(boxes)} boxes.')
-  if not len(classes) or not len(layouts):
-    raise ValueError('Priors need at least one object and one layout.')
+  if not len(classes):
+    raise ValueError('Priors need at least one object.')
   if classes.min() < 0 or classes.max() >= num_classes:
     raise ValueError(f'Classes must lie in [0, {num_classes}); '
                      f'got {classes.min()}..{classes.max()}.')
@@ -62,7 +63,8 @@ def fit_priors(classes, boxes, layouts, num_classes: int = len(CLASSES)) -> Clas
 
   overall = means(np.arange(len(classes)))
   per_class = [means(classes == c) if np.any(classes == c) else overall for c in range(num_classes)]
-  layout = np.concatenate([layouts[:, :6].mean(0), [circular_mean(layouts[:, 6])]])
+  layout = (np.concatenate([layouts[:, :6].mean(0), [circular_mean(layouts[:, 6])]])
+            if len(layouts) else np.zeros(7))
   return ClassPriors(size=np.stack([p[0] for p in per_class]),
                      yaw=np.array([p[1] for p in per_class]),
                      distance=np.array([p[2] for p in per_class]), layout=layout)

@@ -75,7 +75,8 @@ def evaluate(ground_truth, predictions, *, iou_threshold=0.15,
         'num_objects': int(sum(np.sum(np.asarray(g['class']) == c) for g in gt_objects)),
     })
   layout = [float(box_iou_3d(g['layout'][None], p['layout'][None])[0]) * 100
-            for g, p in zip(ground_truth, predictions) if p.get('layout') is not None]
+            for g, p in zip(ground_truth, predictions)
+            if p.get('layout') is not None and np.all(np.asarray(g['layout'])[3:6] > 0)]
   metrics = {
       **{key: _mean_or_none([per_class[n][key] for n in AP_CLASSES]) for key in ap_keys},
       'iou3d_mean': _mean_or_none(per_object['iou']),

@@ -20,10 +20,13 @@ def masked_mean(values, mask):
 
 
 def denoising_losses(eps, noise, batch):
-  """(L_pose, L_shape): MSE of predicted against true noise; the layout counts in L_pose."""
+  """(L_pose, L_shape): MSE of predicted against true noise; the layout counts in L_pose
+  where the scene has one (`layout_mask`; Pix3D has none)."""
   sq = jax.tree.map(lambda a, b: jnp.square(a - b), eps, noise)
-  pose_sum = jnp.sum(sq['pose'] * batch['mask'][..., None]) + jnp.sum(sq['layout'])
-  pose_count = 7 * (jnp.sum(batch['mask']) + batch['layout'].shape[0])
+  layout_mask = batch['layout_mask'].astype(sq['layout'].dtype)
+  pose_sum = jnp.sum(sq['pose'] * batch['mask'][..., None]) + jnp.sum(
+      sq['layout'] * layout_mask[:, None])
+  pose_count = 7 * (jnp.sum(batch['mask']) + jnp.sum(layout_mask))
   has_shape = batch['mask'] & batch['has_shape']
   shape = masked_mean(sq['gaussians'], has_shape) + masked_mean(sq['intrinsics'], has_shape)
   return pose_sum / pose_count, shape

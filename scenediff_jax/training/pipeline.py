@@ -24,9 +24,7 @@ class Stages:
 def prepare(config, workdir, train_shapes: bool = True) -> Stages:
   """Builds missing data, trains (or restores) the shape autoencoder, encodes every shape and
   fixes the normalisation statistics (workdir/statistics.json)."""
-  d = config.data
-  scenes = registry.build(d.name, config.data_dir, d.size, d.seed)
-  shapes = registry.build(d.shape_name, config.data_dir, d.size, d.seed)
+  scenes, shapes = registry.scene_builder(config), registry.shape_builder(config)
   if train_shapes:
     shape_model, shape_params = shape_trainer.train(config, workdir, shapes.as_data_source('train'))
   else:
@@ -59,9 +57,6 @@ def train(config, workdir) -> Stages:
 
 def evaluate(config, workdir, stages: Stages = None) -> dict:
   """`--mode=eval`: scores the latest scene checkpoint on config.eval.split."""
-  from data_pipelines.synth_rooms import builder, shape_bank
   from scenediff_jax.training import scene_eval
   stages = stages or prepare(config, workdir, train_shapes=False)
-  bank = builder.builder_config(config.data.size, config.data.seed).scene.bank()
-  true_mesh = lambda shape_id: shape_bank.shape_mesh(bank.shape(shape_id))
-  return scene_eval.evaluate(config, workdir, stages, true_mesh)
+  return scene_eval.evaluate(config, workdir, stages, registry.true_mesh_fn(config))

@@ -84,7 +84,8 @@ def image_size(record):
   return np.array([width, height], np.float32)
 
 
-def _kept_objects(record, max_objects):
+def kept_objects(record, max_objects):
+  """Indices of the objects a scene keeps under `max_objects`: the most visible ones."""
   objects = record['objects']
   n = len(objects['class'])
   if n <= max_objects:
@@ -96,12 +97,29 @@ def _kept_objects(record, max_objects):
   return np.sort(np.argsort(-visible, kind='stable')[:max_objects])
 
 
+def limit_objects(record, max_objects):
+  """The record with only its `kept_objects` (instance map renumbered to match)."""
+  n = len(record['objects']['class'])
+  keep = kept_objects(record, max_objects)
+  if len(keep) == n:
+    return record
+  remap = np.full(n + 1, -1, np.int32)
+  remap[keep + 1] = np.arange(len(keep), dtype=np.int32)
+  return {**record, 'instances': remap[record['instances'] + 1],
+          'objects': {k: v[keep] for k, v in record['objects'].items()}}
+
+
 def object_poses(record):
   """Un-normalised pose vectors [n, 7] of a record's objects."""
   o = record['objects']
   return pose_lib.box_to_pose(o['box3d'].astype(np.float64), o['bbox2d'].astype(np.float64),
                               record['K'].astype(np.float64),
                               record['world_to_cam'].astype(np.float64), image_size(record))
+
+
+def has_layout(record) -> bool:
+  """Whether a record has a room box: Pix3D's all-zero layout means none."""
+  return bool(np.all(record['layout'][3:6] > 0))
 
 
 def compute_scene_statistics(source, num_scenes: int, latents: ShapeLatents) -> SceneStatistics:
@@ -111,7 +129,8 @@ def compute_scene_statistics(source, num_scenes: int, latents: ShapeLatents) -> 
   for i in range(min(num_scenes, len(source))):
     record = source[i]
     poses.append(object_poses(record))
-    layouts.append(boxes_lib.quarter_turn_canonical(record['layout'].astype(np.float64)))
+    if has_layout(record):
+      layouts.append(boxes_lib.quarter_turn_canonical(record['layout'].astype(np.float64)))
   train = latents.is_train
   gaussians = latents.gaussians[train].reshape(-1, latents.gaussians.shape[-1]).astype(np.float64)
   intrinsics = latents.intrinsics[train].reshape(-1, latents.intrinsics.shape[-1]).astype(np.float64)
@@ -122,7 +141,8 @@ def compute_scene_statistics(source, num_scenes: int, latents: ShapeLatents) -> 
                              periodic_scale=np.pi / 2)
   # Room yaw, once canonical (boxes.quarter_turn_canonical), is no longer periodic.
   return SceneStatistics(pose=robust(np.concatenate(poses)),
-                         layout=robust(np.stack(layouts), periodic_fields=()),
+                         layout=(robust(np.stack(layouts), periodic_fields=()) if layouts
+                                 else Statistics(np.zeros(7), np.ones(7))),
                          gaussians=spread(gaussians), intrinsics=spread(intrinsics),
                          image_size=tuple(int(n) for n in source[0]['image'].shape[:2]))
 
@@ -152,7 +172,7 @@ def depth_samples(record, keep, count, rng):
 def prepare_scene(record, statistics: SceneStatistics, latents: ShapeLatents, max_objects: int,
                   depth_points: int, rng: np.random.Generator) -> dict:
   """One record → one fixed-size example (see the module docstring)."""
-  keep = _kept_objects(record, max_objects)
+  keep = kept_objects(record, max_objects)
   objects = {k: v[keep] for k, v in record['objects'].items()}
   n, g, d = len(keep), latents.gaussians.shape[1], latents.intrinsics.shape[2]
   pad = lambda x, fill=0: np.concatenate(
@@ -178,6 +198,7 @@ def prepare_scene(record, statistics: SceneStatistics, latents: ShapeLatents, ma
       'layout': np.clip(statistics.layout.normalize(
           boxes_lib.quarter_turn_canonical(record['layout'].astype(np.float64))),
                         -POSE_CLIP, POSE_CLIP).astype(np.float32),
+      'layout_mask': np.bool_(has_layout(record)),
       'gaussians': pad(gaussians),
       'intrinsics': pad(intrinsics),
       'has_shape': pad(has_shape),

@@ -35,7 +35,8 @@ def _batches(source, indices, stages, config):
   e = config.eval
   for start in range(0, len(indices), e.batch_size):
     chunk = indices[start:start + e.batch_size]
-    records = [source[i] for i in chunk]
+    # Scenes with more than max_objects objects are scored on the ones the model sees.
+    records = [scene_data.limit_objects(source[i], config.max_objects) for i in chunk]
     examples = [scene_data.prepare_scene(r, stages.statistics, stages.latents, config.max_objects,
                                          config.training.depth_points,
                                          np.random.default_rng([e.seed, i]))
@@ -103,11 +104,13 @@ def evaluate(config, workdir, stages, true_mesh):
       index = len(predictions)
       rng = np.random.default_rng([e.seed, index])
       truth = _ground_truth(record, e.depth_points, rng)
-      n = len(truth['objects']['class'])  # SynthRooms scenes never exceed max_objects
+      n = len(truth['objects']['class'])
       boxes, gaussians, surface = (decoded['boxes'][b, :n], decoded['gaussians'][b, :n],
                                    surfaces[b, :n])
       pred_meshes, gt_meshes = [None] * n, [None] * n
-      for k in range(min(n, meshes_left)):
+      # Only objects with a ground-truth shape are meshed (SUN RGB-D has none).
+      with_shape = [k for k in range(n) if truth['objects']['shape_id'][k] >= 0][:meshes_left]
+      for k in with_shape:
         occupancy_fn = lambda q: decode_occupancy(
             gaussians[k][None], decoded['intrinsics'][b, k][None], jnp.asarray(q)[None])[0]
         # Small query batches: every call is padded to batch_size, and a 64³ grid needs
@@ -116,7 +119,7 @@ def evaluate(config, workdir, stages, true_mesh):
                                                   coarse_resolution=e.coarse_resolution,
                                                   batch_size=MESH_BATCH)
         gt_meshes[k] = true_mesh(int(truth['objects']['shape_id'][k]))
-      meshes_left -= min(n, meshes_left)
+      meshes_left -= len(with_shape)
       truth['objects']['mesh'] = gt_meshes
       predictions.append({'objects': {'class': truth['objects']['class'], 'box3d': boxes,
                                       'surface_points': list(surface), 'mesh': pred_meshes},
@@ -160,7 +163,7 @@ def _baseline_predictions(config, stages, source, indices):
                                np.stack([r['layout'] for r in fit]))
   out = []
   for i in indices:
-    r = source[i]
+    r = scene_data.limit_objects(source[i], config.max_objects)
     out.append(baseline.predict_scene(priors, r['objects']['class'], r['objects']['bbox2d'],
                                       r['K'], r['world_to_cam']))
   return out

@@ -22,12 +22,13 @@ import tqdm
 
 from scenediff_jax import diffusion
 from scenediff_jax.models.scene_model import SceneModel, make_model
+from scenediff_jax.models import resnet_weights
 from scenediff_jax.training import checkpoints, losses, preemption, scene_data, sharding
 from scenediff_jax.training.metric_log import MetricLog
 
 DIFFUSED = ('layout', 'pose', 'gaussians', 'intrinsics')
-MODEL_INPUTS = ('image', 'K', 'world_to_cam', 'class', 'bbox2d', 'mask', 'layout', 'pose',
-                'gaussians', 'intrinsics', 'has_shape', 'depth_points', 'depth_mask')
+MODEL_INPUTS = ('image', 'K', 'world_to_cam', 'class', 'bbox2d', 'mask', 'layout', 'layout_mask',
+                'pose', 'gaussians', 'intrinsics', 'has_shape', 'depth_points', 'depth_mask')
 
 
 class TrainState(train_state.TrainState):
@@ -46,6 +47,8 @@ def create_state(config, model, example_batch, key) -> TrainState:
   noisy = {k: b[k] for k in DIFFUSED}
   # init under jit: compiled once, it is several times faster than op-by-op on a CPU.
   params = jax.jit(model.init)(key, b, noisy, timesteps)
+  if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
+    params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
   total = t.diffusion_steps + t.joint_steps
   schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
                                                 max(total, t.warmup_steps + 1),

@@ -162,13 +162,9 @@ def restore(config, workdir):
 def train_and_evaluate(config, workdir):
   """`--mode=train_shape`: build the shapes if missing, train, then evaluate on held-out ones."""
   from data_pipelines import registry
-  from data_pipelines.synth_rooms import builder, shape_bank
   from scenediff_jax.training import shape_eval
 
-  shapes = registry.build(config.data.shape_name, config.data_dir, config.data.size,
-                          config.data.seed)
+  shapes = registry.shape_builder(config)
   model, params = train(config, workdir, shapes.as_data_source('train'))
-  bank = builder.builder_config(config.data.size, config.data.seed).scene.bank()
-  true_mesh = lambda shape_id: shape_bank.shape_mesh(bank.shape(shape_id))
   return shape_eval.evaluate(config, workdir, model, params, shapes.as_data_source('test'),
-                             true_mesh)
+                             registry.true_mesh_fn(config))
