@@ -53,6 +53,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       roi_size=4 if smoke else 8, roi_channels=16 if smoke else 32,
       feature_width=16 if smoke else 32, condition_size=32 if smoke else 64,
       box_frequencies=10,
+      norm='group',  # 'frozen_batch' for torchvision weights (training.backbone_weights)
       # PAPER.md is silent on the layout's condition: the whole image and the camera (image_encoder.py).
       layout_from_image=True))
   config.denoiser = ml_collections.ConfigDict(dict(
@@ -76,6 +77,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       depth_points=64 if smoke else 256,  # ground-truth depth points per object for L_align
       align_points_per_gaussian=4 if smoke else 16,  # x̂₀ samples per Gaussian for L_align
       statistics_scenes=1000,  # training scenes that fix the normalisation statistics
+      backbone_weights='',  # a torchvision ResNet state_dict (.npz/.pth): models/resnet_weights.py
       log_every=5 if smoke else 50, checkpoint_every=10 if smoke else 250, keep_checkpoints=3,
       seed=0))
   config.eval = ml_collections.ConfigDict(dict(

@@ -13,7 +13,10 @@ camera. With `layout_from_image=False` it gets a learned token instead (no image
 beyond what attention to the objects brings); on SynthRooms that loses to the mean room box.
 
 The backbone is a ResNet with GroupNorm instead of BatchNorm, so `apply` is a pure function
-of params and inputs (no batch statistics to carry or to sync across devices).
+of params and inputs (no batch statistics to carry or to sync across devices). With
+`norm='frozen_batch'` it is torchvision's ResNet instead, BatchNorm statistics folded into a
+per-channel scale and bias and ImageNet pixel statistics, so that ImageNet weights converted
+by models/resnet_weights.py fit it.
 """
 import functools
 
@@ -36,7 +39,28 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
   return groups
 
 
-def _norm(channels: int, **kwargs):
+# Pixel statistics the backbone normalises its input with: ours, and torchvision's ImageNet.
+CENTERED_PIXELS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+IMAGENET_PIXELS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class FrozenBatchNorm(nn.Module):
+  """BatchNorm in inference form: y = x·scale + bias per channel, the running statistics
+  folded into scale and bias (models/resnet_weights.py). Pure: nothing to update."""
+  scale_init: nn.initializers.Initializer = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param('scale', self.scale_init, (x.shape[-1],))
+    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],))
+    return x * scale + bias
+
+
+def _norm(channels: int, kind: str = 'group', **kwargs):
+  if kind == 'frozen_batch':
+    return FrozenBatchNorm(**kwargs)
+  if kind != 'group':
+    raise ValueError(f"norm must be 'group' or 'frozen_batch', got {kind!r}")
   return nn.GroupNorm(num_groups=num_groups(channels), **kwargs)
 
 
@@ -52,14 +76,16 @@ class BasicBlock(nn.Module):
   """Two 3×3 convs (ResNet-18/34). Output channels = width."""
   width: int
   strides: int = 1
+  norm: str = 'group'
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(_norm(self.width)(_conv(self.width, 3, self.strides)(x)))
+    norm = functools.partial(_norm, kind=self.norm)
+    y = nn.relu(norm(self.width)(_conv(self.width, 3, self.strides)(x)))
     # Zero-initialised last scale: every block starts as the identity (Goyal et al. 2017).
-    y = _norm(self.width, scale_init=nn.initializers.zeros)(_conv(self.width, 3)(y))
+    y = norm(self.width, scale_init=nn.initializers.zeros)(_conv(self.width, 3)(y))
     if self.strides != 1 or x.shape[-1] != self.width:
-      x = _norm(self.width)(_conv(self.width, 1, self.strides)(x))
+      x = norm(self.width)(_conv(self.width, 1, self.strides)(x))
     return nn.relu(x + y)
 
 
@@ -67,15 +93,17 @@ class BottleneckBlock(nn.Module):
   """1×1 → 3×3 (strided, as in ResNet v1.5) → 1×1 (ResNet-50). Output channels = 4·width."""
   width: int
   strides: int = 1
+  norm: str = 'group'
 
   @nn.compact
   def __call__(self, x):
     out = 4 * self.width
-    y = nn.relu(_norm(self.width)(_conv(self.width, 1)(x)))
-    y = nn.relu(_norm(self.width)(_conv(self.width, 3, self.strides)(y)))
-    y = _norm(out, scale_init=nn.initializers.zeros)(_conv(out, 1)(y))
+    norm = functools.partial(_norm, kind=self.norm)
+    y = nn.relu(norm(self.width)(_conv(self.width, 1)(x)))
+    y = nn.relu(norm(self.width)(_conv(self.width, 3, self.strides)(y)))
+    y = norm(out, scale_init=nn.initializers.zeros)(_conv(out, 1)(y))
     if self.strides != 1 or x.shape[-1] != out:
-      x = _norm(out)(_conv(out, 1, self.strides)(x))
+      x = norm(out)(_conv(out, 1, self.strides)(x))
     return nn.relu(x + y)
 
 
@@ -92,13 +120,15 @@ def feature_stride(num_stages: int) -> int:
 
 
 class ResNet(nn.Module):
-  """GroupNorm ResNet trunk: uint8 images [B, H, W, 3] → features [B, ⌈H/s⌉, ⌈W/s⌉, C].
+  """ResNet trunk: uint8 images [B, H, W, 3] → features [B, ⌈H/s⌉, ⌈W/s⌉, C].
 
   s = feature_stride(num_stages); C = base_width·2^(num_stages−1) (×4 for depth 50).
+  norm: 'group' (GroupNorm) or 'frozen_batch' (torchvision's layout and pixel statistics).
   """
   depth: int = 18
   base_width: int = 64
   num_stages: int = 4
+  norm: str = 'group'
 
   @nn.compact
   def __call__(self, image):
@@ -107,12 +137,14 @@ class ResNet(nn.Module):
     if not 1 <= self.num_stages <= 4:
       raise ValueError(f'num_stages must be in 1..4, got {self.num_stages}')
     block, counts = RESNET_BLOCKS[self.depth]
-    x = (image.astype(jnp.float32) / 255.0 - 0.5) / 0.25
-    x = nn.relu(_norm(self.base_width)(_conv(self.base_width, 7, 2)(x)))
+    mean, std = IMAGENET_PIXELS if self.norm == 'frozen_batch' else CENTERED_PIXELS
+    x = (image.astype(jnp.float32) / 255.0 - jnp.array(mean)) / jnp.array(std)
+    x = nn.relu(_norm(self.base_width, self.norm)(_conv(self.base_width, 7, 2)(x)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage in range(self.num_stages):
       for i in range(counts[stage]):
-        x = block(self.base_width * 2 ** stage, strides=2 if stage > 0 and i == 0 else 1)(x)
+        x = block(self.base_width * 2 ** stage, strides=2 if stage > 0 and i == 0 else 1,
+                  norm=self.norm)(x)
     return x
 
 
@@ -208,10 +240,11 @@ class ImageEncoder(nn.Module):
   condition_size: int = 512
   box_frequencies: int = 10
   layout_from_image: bool = True
+  norm: str = 'group'  # the backbone's: 'frozen_batch' for converted torchvision weights
   num_classes: int = len(CLASSES)
 
   def setup(self):
-    self.backbone = ResNet(self.resnet_depth, self.base_width, self.num_stages)
+    self.backbone = ResNet(self.resnet_depth, self.base_width, self.num_stages, self.norm)
     self.project = nn.Conv(self.roi_channels, (1, 1))
     self.roi_head = RoiHead(self.feature_width)
     self.output = nn.Dense(self.condition_size)
