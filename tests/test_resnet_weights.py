@@ -117,7 +117,7 @@ def test_npz_round_trip_and_loading_into_the_scene_model(tmp_path):
   from configs import synthetic
   from scenediff_jax.benchmark.train_step import random_batch
   from scenediff_jax.models.scene_model import make_model
-  from scenediff_jax.training import scene_trainer
+  from scenediff_jax.training import scene_trainer  # its create_state calls load_into
 
   rng = np.random.default_rng(0)
   state = random_state_dict(18, 2, rng)
@@ -127,7 +127,11 @@ def test_npz_round_trip_and_loading_into_the_scene_model(tmp_path):
   config.image_encoder.update(norm='frozen_batch', base_width=64, num_stages=2)
   config.training.backbone_weights = str(path)
   batch = random_batch(config, batch_size=1, image_size=(64, 64))
-  params = scene_trainer.create_state(config, make_model(config), batch, jax.random.key(0)).params
+  model = make_model(config)
+  noisy = {k: batch[k] for k in scene_trainer.DIFFUSED}
+  # The scene model's parameter shapes (no compile), then the file's weights loaded into it.
+  shapes = jax.eval_shape(model.init, jax.random.key(0), batch, noisy, np.zeros(1, np.int32))
+  params = resnet_weights.load_into(shapes, config.training.backbone_weights, config.image_encoder)
   np.testing.assert_array_equal(
       params['params']['encoder']['backbone']['BasicBlock_2']['Conv_2']['kernel'],
       np.transpose(state['layer2.0.downsample.0.weight'], (2, 3, 1, 0)))
