@@ -32,6 +32,7 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
                          warmup_steps=1000, align_weight=0.01, checkpoint_every=2000,
                          log_every=100, statistics_scenes=5000)
   config.diffusion.update(num_timesteps=1000, sampling_steps=100, eta=0.0, guidance_scale=1.0)
+  config.eval.num_samples = 1  # one sample per scene, as the paper reports
   # "Shape prior 1000 epochs on Pix3D": ~320 training models in batches of 16 → 20 steps
   # per epoch.
   config.shape_training.update(steps=1000 * 20, learning_rate=1e-4, weight_decay=0.01,

@@ -1,4 +1,7 @@
-"""Shared fixtures: small SynthRooms samples generated once per test session."""
+"""Shared fixtures: small SynthRooms samples generated once per test session, and one JAX
+compilation cache for every subprocess the tests start."""
+import os
+
 import numpy as np
 import pytest
 
@@ -17,3 +20,11 @@ def scenes():
   bank = TEST_SCENES.bank()
   return ([generate_scene(TEST_SCENES, 'train', i, bank) for i in range(16)] +
           [generate_scene(TEST_SCENES, 'test', i, bank) for i in range(6)])
+
+
+@pytest.fixture(scope='session', autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """Several end-to-end tests train the same smoke model in subprocesses: with one
+  persistent cache they compile its programs once (the suite's time budget needs it)."""
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(tmp_path_factory.mktemp('jax_cache')))
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')

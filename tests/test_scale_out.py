@@ -163,8 +163,7 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(scenes, prepared
   path = tmp_path / 'inputs.pkl'
   path.write_bytes(pickle.dumps((config, scenes[:16], latents, statistics)))
   command = lambda work: [sys.executable, '-c', _TRAIN, str(path), str(work)]
-  env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),  # compile once
-         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  env = dict(os.environ)  # with conftest's shared compilation cache: compiled once
   run = lambda work: subprocess.run(command(work), cwd=REPO, capture_output=True, text=True,
                                     timeout=600, env=env)
 

@@ -154,8 +154,7 @@ def test_sampler_is_deterministic_and_samples_unconditionally(scenes, prepared):
 @pytest.mark.slow
 def test_main_trains_checkpoints_resumes_and_evaluates(tmp_path):
   work = tmp_path / 'work'
-  env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
-         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  env = dict(os.environ)  # with conftest's shared compilation cache
   args = [sys.executable, '-m', 'scenediff_jax.main', '--config=configs/synthetic.py:smoke',
           f'--config.data_dir={tmp_path / "tfds"}', f'--workdir={work}']
   run = lambda *extra: subprocess.run(args + list(extra), cwd=REPO, capture_output=True,

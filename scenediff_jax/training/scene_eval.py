@@ -2,7 +2,8 @@
 (with the trivial class-mean baseline beside it) and eval/previews/*.png.
 
 Every scene is sampled with DDIM from the EMA parameters (or the raw ones) on oracle 2D
-detections and cameras, as in the paper's protocol. Poses give IoU3D / AP3D / layout IoU;
+detections and cameras, as in the paper's protocol; with `eval.num_samples` = K > 1 it is
+sampled K times and scored on their consensus (inference/consensus.py). Poses give IoU3D / AP3D / layout IoU;
 L_align is measured from the masked depth points to points sampled from the predicted
 Gaussians placed in the scene; Chamfer / F-score come from meshes extracted for the first
 `mesh_objects` objects (marching cubes is the slow part on a CPU).
@@ -18,7 +19,7 @@ import tqdm
 
 from scenediff_jax.evaluation import baseline, evaluator, report
 from scenediff_jax.geometry import boxes as boxes_lib, camera, gmm
-from scenediff_jax.inference import mesh as mesh_lib, sampling, scene_preview
+from scenediff_jax.inference import consensus, mesh as mesh_lib, sampling, scene_preview
 from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
 from scenediff_jax.training import checkpoints, scene_data, scene_trainer, sharding
 
@@ -97,7 +98,10 @@ def evaluate(config, workdir, stages, true_mesh):
   progress = tqdm.tqdm(total=len(indices), desc=f'eval {e.split}', unit='scene')
   for records, batch in _batches(source, indices, stages, config):
     key = jax.random.fold_in(jax.random.key(e.seed), len(predictions))
-    decoded = sampling.decode(sample(params, batch, key), batch, stages.statistics)
+    samples = [sampling.decode(sample(params, batch, key if k == 0 else
+                                      jax.random.fold_in(key, 1000 + k)), batch, stages.statistics)
+               for k in range(e.num_samples)]
+    decoded = consensus.combine(samples, batch['mask'].sum(1)) if len(samples) > 1 else samples[0]
     surfaces = np.asarray(surface_samples(jax.random.fold_in(key, 1), decoded['gaussians'],
                                           decoded['boxes']))
     for b, record in enumerate(records):
