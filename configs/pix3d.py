@@ -7,22 +7,16 @@ protocols": Chamfer distance and F-score of meshes at 128³, instance-averaged).
 has train.json and test.json (e.g. InstPIFu's non-overlapping split). Pix3D has no depth
 and no room, so L_align and the layout train on nothing here. Variants: default, smoke.
 """
-import importlib.util
-import os
 
 import ml_collections
+
+from scenediff_jax.config_files import sibling
 
 
 def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   if variant not in ('default', 'smoke'):
     raise ValueError(f'Unknown variant {variant!r} of configs/pix3d.py; use default or smoke.')
-  # configs/ is not a package: load the shared part by path.
-  spec = importlib.util.spec_from_file_location(
-      'scenediff_configs_real_data',
-      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'real_data.py'))
-  real_data = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(real_data)
-  config = real_data.base_config(variant)
+  config = sibling(__file__, 'real_data').base_config(variant)
   config.name = f'pix3d_{variant}'
   config.data.name = 'pix3d'
   config.data.size = 'default'  # builder config: photos stored at 256x256

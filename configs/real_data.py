@@ -1,23 +1,15 @@
 """What the real-data configs (sunrgbd.py, pix3d.py) share: the paper's networks, schedule
 and optimiser, with the shape prior trained on Pix3D's models. Not a config on its own."""
-import importlib.util
 import os
 
 import ml_collections
 
-
-def _synthetic():
-  spec = importlib.util.spec_from_file_location(
-      'scenediff_configs_synthetic',
-      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'synthetic.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from scenediff_jax.config_files import sibling
 
 
 def base_config(variant: str) -> ml_collections.ConfigDict:
   """SynthRooms' config with the paper's settings (default) or tiny networks (smoke)."""
-  synthetic = _synthetic()
+  synthetic = sibling(__file__, 'synthetic')
   smoke = variant == 'smoke'
   config = synthetic.get_config('smoke' if smoke else 'default')
   config.data.seed = 0  # unused by the real builders

@@ -7,22 +7,17 @@ The data are read from manual directories (data_pipelines/sunrgbd, data_pipeline
 (or set SUNRGBD_DIR and PIX3D_DIR). Variants: `default` (the paper's sizes and schedule,
 for accelerators) and `smoke` (tiny networks, a few steps: checks a set-up end to end).
 """
-import importlib.util
 import os
 
 import ml_collections
+
+from scenediff_jax.config_files import sibling
 
 
 def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   if variant not in ('default', 'smoke'):
     raise ValueError(f'Unknown variant {variant!r} of configs/sunrgbd.py; use default or smoke.')
-  # configs/ is not a package: load the shared part by path.
-  spec = importlib.util.spec_from_file_location(
-      'scenediff_configs_real_data',
-      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'real_data.py'))
-  real_data = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(real_data)
-  config = real_data.base_config(variant)
+  config = sibling(__file__, 'real_data').base_config(variant)
   config.name = f'sunrgbd_{variant}'
   config.data.name = 'sunrgbd'
   config.data.size = 'default'  # builder config: images stored at 320x240 ('full': 640x480)

@@ -191,19 +191,26 @@ def canonical_mesh_loader(manual_dir):
   return lambda shape_id: canonical_mesh(manual_dir, paths[shape_id])
 
 
-class Pix3d(tfds.core.ShardBasedBuilder):
-  """Pix3D photos as one-object scenes: image, mask, camera, box and shape id."""
+class _Pix3dBuilder(tfds.core.ShardBasedBuilder):
+  """What both Pix3D builders share (abstract: TFDS registers only the two below)."""
 
   VERSION = VERSION
-  BUILDER_CONFIGS = [Pix3dConfig(name='default', description='Photos resized to 256x256.')]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   missing_files = staticmethod(missing_files)
 
   def _info(self):
-    c = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, homepage='http://pix3d.csail.mit.edu/',
-        features=features.scene_features(c.height, c.width))
+    return tfds.core.DatasetInfo(builder=self, description=__doc__,
+                                 homepage='http://pix3d.csail.mit.edu/',
+                                 features=self._features(self.builder_config))
+
+
+class Pix3d(_Pix3dBuilder):
+  """Pix3D photos as one-object scenes: image, mask, camera, box and shape id."""
+
+  BUILDER_CONFIGS = [Pix3dConfig(name='default', description='Photos resized to 256x256.')]
+
+  def _features(self, c):
+    return features.scene_features(c.height, c.width)
 
   def _shard_iterators_per_split(self, dl_manager):
     manual_dir, c = dl_manager.manual_dir, self.builder_config
@@ -216,19 +223,13 @@ class Pix3d(tfds.core.ShardBasedBuilder):
             for split in SPLITS}
 
 
-class Pix3dShapes(tfds.core.ShardBasedBuilder):
+class Pix3dShapes(_Pix3dBuilder):
   """Pix3D's models in the canonical frame: surface points, normals, occupancy samples."""
 
-  VERSION = VERSION
   BUILDER_CONFIGS = [Pix3dConfig(name='default', description='4096 surface / 8192 occupancy samples.')]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  missing_files = staticmethod(missing_files)
 
-  def _info(self):
-    c = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, homepage='http://pix3d.csail.mit.edu/',
-        features=features.shape_features(c.surface_points, c.occupancy_points))
+  def _features(self, c):
+    return features.shape_features(c.surface_points, c.occupancy_points)
 
   def _shard_iterators_per_split(self, dl_manager):
     manual_dir = dl_manager.manual_dir
