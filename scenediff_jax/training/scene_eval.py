@@ -3,10 +3,11 @@
 
 Every scene is sampled with DDIM from the EMA parameters (or the raw ones) on oracle 2D
 detections and cameras, as in the paper's protocol; with `eval.num_samples` = K > 1 it is
-sampled K times and scored on their consensus (inference/consensus.py). Poses give IoU3D / AP3D / layout IoU;
-L_align is measured from the masked depth points to points sampled from the predicted
-Gaussians placed in the scene; Chamfer / F-score come from meshes extracted for the first
-`mesh_objects` objects (marching cubes is the slow part on a CPU).
+sampled K times and scored on their consensus (inference/consensus.py). Poses give IoU3D /
+AP3D / layout IoU; L_align is measured from the masked depth points to points sampled from
+the predicted Gaussians placed in the scene; Chamfer / F-score come from meshes extracted for
+the first `mesh_objects` objects with a ground-truth shape (marching cubes is the slow part
+on a CPU).
 """
 import os
 import time
@@ -144,7 +145,8 @@ def evaluate(config, workdir, stages, true_mesh):
   metrics = evaluator.evaluate(ground_truth, predictions)
   metrics.update(config=config.name, step=int(state.step), split=e.split,
                  parameters='ema' if e.use_ema else 'raw', seconds=seconds,
-                 sampling_steps=config.diffusion.sampling_steps,
+                 sampling_steps=config.diffusion.sampling_steps, eta=config.diffusion.eta,
+                 num_samples=e.num_samples,
                  guidance_scale=config.diffusion.guidance_scale)
   trivial = evaluator.evaluate(ground_truth, _baseline_predictions(config, stages, source, indices))
   eval_dir = os.path.join(workdir, 'eval')
