@@ -114,7 +114,9 @@ def _read_mask(path):
   return (mask[..., 0] if mask.ndim == 3 else mask) > 0
 
 
+@functools.lru_cache(maxsize=64)  # photos share models: read each .obj once per process
 def load_model(manual_dir, model_path):
+  """(vertices, faces) of a model; read-only (cached)."""
   mesh = trimesh.load(os.path.join(manual_dir, model_path), force='mesh', process=False)
   return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
 

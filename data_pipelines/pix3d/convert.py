@@ -75,13 +75,3 @@ def object_box(vertices, rot_mat, trans_mat, world_to_cam_rotation):
   world_center = G @ center + to_world @ t
   return np.concatenate([world_center, size, [boxes_lib.wrap_angle(yaw)]])
 
-
-def posed_corners(vertices, rot_mat, trans_mat, world_to_cam_rotation):
-  """The corners of the model's own bounding box carried into the world as Pix3D poses them
-  (an independent route to the box's corners, for checks)."""
-  v = np.asarray(vertices, np.float64)
-  lo, hi = v.min(0), v.max(0)
-  corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                      for z in (lo[2], hi[2])])
-  camera_points = corners @ np.asarray(rot_mat, np.float64).T + np.asarray(trans_mat, np.float64)
-  return camera_points @ (world_to_cam_rotation.T @ PIX3D_CAM_TO_OPENCV).T
