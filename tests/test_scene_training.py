@@ -193,3 +193,48 @@ def test_main_trains_checkpoints_resumes_and_evaluates(tmp_path):
   report = (work / 'eval' / 'report.md').read_text()
   assert 'trivial baseline' in report
   assert len(os.listdir(work / 'eval' / 'previews')) == 2
+
+
+def test_regression_ablation_regresses_x0_in_one_forward_pass(scenes, prepared):
+  config = tiny_config()
+  config.method = 'regression'
+  config.diffusion.condition_drop = 0.0  # as in the variant: no scene sees the null condition
+  model = make_model(config)
+  _, statistics = prepared
+  batch = _batch(scenes, prepared, [0, 1], config)
+  state = scene_trainer.create_state(config, model, batch, jax.random.key(0))
+  schedule = scene_trainer.make_schedule(config)
+  loss = jax.jit(lambda params, key: scene_trainer.loss_fn(
+      params, batch, key, model=model, schedule=schedule, statistics=statistics, config=config,
+      align=False)[1])
+  # The output heads start at zero, so the first loss is the targets' mean square: x₀'s
+  # exactly, whatever the key (a noise target would give another, random, value).
+  mask, has = batch['mask'], batch['mask'] & batch['has_shape']
+  layout_mask = batch['layout_mask'].astype(np.float64)
+  pose_sq = (np.sum(np.square(batch['pose']) * mask[..., None]) +
+             np.sum(np.square(batch['layout']) * layout_mask[:, None]))
+  expected_pose = pose_sq / (7 * (mask.sum() + layout_mask.sum()))
+  expected_shape = (np.mean(np.square(batch['gaussians'][has])) +
+                    np.mean(np.square(batch['intrinsics'][has])))
+  for key in (jax.random.key(1), jax.random.key(2)):
+    metrics = loss(state.params, key)
+    np.testing.assert_allclose(metrics['l_pose'], expected_pose, rtol=1e-5)
+    np.testing.assert_allclose(metrics['l_shape'], expected_shape, rtol=1e-5)
+
+  # Sampling is one deterministic forward pass, whatever the key; training fits that very
+  # pass to x₀: the loss is the squared error of the sampler's output (nothing is clipped).
+  params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
+                        state.params)
+  sample = sampling.make_sampler(model, schedule, config)
+  a, b = sample(params, batch, jax.random.key(1)), sample(params, batch, jax.random.key(2))
+  for k in scene_trainer.DIFFUSED:
+    np.testing.assert_array_equal(a[k], b[k])
+    assert np.abs(a[k]).max() < config.diffusion.clip_x0
+  sq = lambda k: np.square(np.asarray(a[k], np.float64) - batch[k])
+  expected_pose = (np.sum(sq('pose') * mask[..., None]) + np.sum(
+      sq('layout') * layout_mask[:, None])) / (7 * (mask.sum() + layout_mask.sum()))
+  expected_shape = np.mean(sq('gaussians')[has]) + np.mean(sq('intrinsics')[has])
+  metrics = loss(params, jax.random.key(3))
+  assert abs(expected_pose - np.mean(np.square(batch['pose'][mask]))) > 0.01  # not the init's
+  np.testing.assert_allclose(metrics['l_pose'], expected_pose, rtol=1e-4)
+  np.testing.assert_allclose(metrics['l_shape'], expected_shape, rtol=1e-4)

@@ -1,4 +1,5 @@
-"""Diffusion: the noise schedule, DDPM/DDIM samplers and classifier-free guidance.
+"""Diffusion: the noise schedule, DDPM/DDIM samplers, classifier-free guidance and the fixed
+input of the regression ablation.
 
 Pure jax.numpy over pytree states (one timestep per batch element); stands on nothing of
 ours but jax, so models, training and inference can all import it.
@@ -6,4 +7,5 @@ ours but jax, so models, training and inference can all import it.
 from scenediff_jax.diffusion.guidance import drop_condition_mask, guided_denoise_fn
 from scenediff_jax.diffusion.samplers import (ddim_sample, ddim_sample_over, ddim_step,
                                               ddim_timesteps, ddpm_sample, ddpm_step, tree_normal)
+from scenediff_jax.diffusion.regression import is_regression, regression_input
 from scenediff_jax.diffusion.schedule import NoiseSchedule, linear_schedule

@@ -19,10 +19,11 @@ def masked_mean(values, mask):
   return jnp.sum(values * mask) / jnp.maximum(count, 1.0)
 
 
-def denoising_losses(eps, noise, batch):
-  """(L_pose, L_shape): MSE of predicted against true noise; the layout counts in L_pose
-  where the scene has one (`layout_mask`; Pix3D has none)."""
-  sq = jax.tree.map(lambda a, b: jnp.square(a - b), eps, noise)
+def denoising_losses(output, target, batch):
+  """(L_pose, L_shape): MSE of the network's output against its target (the noise ε; x₀ for
+  the regression ablation); the layout counts in L_pose where the scene has one
+  (`layout_mask`; Pix3D has none)."""
+  sq = jax.tree.map(lambda a, b: jnp.square(a - b), output, target)
   layout_mask = batch['layout_mask'].astype(sq['layout'].dtype)
   pose_sum = jnp.sum(sq['pose'] * batch['mask'][..., None]) + jnp.sum(
       sq['layout'] * layout_mask[:, None])

@@ -29,6 +29,7 @@ from scenediff_jax.geometry.normalization import Statistics, compute_statistics
 # outliers: δ of objects whose centre is near the camera plane reaches ~80 image sizes.
 POSE_QUANTILE = 0.68
 POSE_CLIP = 4.0
+SHAPE_FRACTION_SALT = 77  # keeps the known-shape draw apart from other uses of the seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +170,17 @@ def depth_samples(record, keep, count, rng):
   return points, mask
 
 
+def shapes_known(scene_id: int, fraction: float, seed: int) -> bool:
+  """Whether a training scene keeps its shape ground truth when only `fraction` of scenes
+  do (training.shape_fraction): a fixed draw per scene, the same in every epoch and run."""
+  draw = np.random.default_rng([seed, SHAPE_FRACTION_SALT, scene_id]).random()
+  return fraction >= 1 or draw < fraction
+
+
 def prepare_scene(record, statistics: SceneStatistics, latents: ShapeLatents, max_objects: int,
-                  depth_points: int, rng: np.random.Generator) -> dict:
-  """One record → one fixed-size example (see the module docstring)."""
+                  depth_points: int, rng: np.random.Generator, shape_known: bool = True) -> dict:
+  """One record → one fixed-size example (see the module docstring). With shape_known False
+  no object has a shape target (like SUN RGB-D): only poses and L_align train on it."""
   keep = kept_objects(record, max_objects)
   objects = {k: v[keep] for k, v in record['objects'].items()}
   n, g, d = len(keep), latents.gaussians.shape[1], latents.intrinsics.shape[2]
@@ -180,7 +189,7 @@ def prepare_scene(record, statistics: SceneStatistics, latents: ShapeLatents, ma
 
   poses = np.clip(statistics.pose.normalize(object_poses({**record, 'objects': objects})),
                   -POSE_CLIP, POSE_CLIP)
-  rows = latents.rows(objects['shape_id'])
+  rows = latents.rows(objects['shape_id']) if shape_known else np.full(n, -1)
   has_shape = rows >= 0
   gaussians = np.zeros((n, g, latents.gaussians.shape[2]), np.float32)
   intrinsics = np.zeros((n, g, d), np.float32)
@@ -208,11 +217,13 @@ def prepare_scene(record, statistics: SceneStatistics, latents: ShapeLatents, ma
 
 
 class _Prepare(grain.transforms.RandomMap):
-  def __init__(self, statistics, latents, max_objects, depth_points):
+  def __init__(self, statistics, latents, max_objects, depth_points, shape_fraction, seed):
     self.args = (statistics, latents, max_objects, depth_points)
+    self.shape_fraction, self.seed = shape_fraction, seed
 
   def random_map(self, record, rng: np.random.Generator):
-    return prepare_scene(record, *self.args, rng)
+    known = shapes_known(int(record['scene_id']), self.shape_fraction, self.seed)
+    return prepare_scene(record, *self.args, rng, shape_known=known)
 
 
 def training_batches(source, statistics, latents, config, process_index=None,
@@ -235,7 +246,8 @@ def training_batches(source, statistics, latents, config, process_index=None,
              .seed(t.seed)
              .shuffle()
              .repeat()
-             .random_map(_Prepare(statistics, latents, config.max_objects, t.depth_points))
+             .random_map(_Prepare(statistics, latents, config.max_objects, t.depth_points,
+                                  t.get('shape_fraction', 1.0), t.seed))
              .batch(t.batch_size // count, drop_remainder=True))
   return batches[index::count] if count > 1 else batches
 

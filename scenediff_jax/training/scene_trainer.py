@@ -64,19 +64,24 @@ def loss_fn(params, batch, key, *, model, schedule, statistics, config, align):
   k_time, k_noise, k_drop, k_align = jax.random.split(key, 4)
   batch_size = batch['image'].shape[0]
   x0 = {k: batch[k] for k in DIFFUSED}
-  timesteps = schedule.sample_timesteps(k_time, batch_size)
-  noise = diffusion.tree_normal(k_noise, x0)
-  x_t = schedule.add_noise(x0, timesteps, noise)
+  regression = diffusion.is_regression(config)
+  if regression:  # the ablation: one fixed input, the target is x₀ itself
+    x_t, timesteps = diffusion.regression_input(x0, schedule.num_timesteps)
+    target = x0
+  else:
+    timesteps = schedule.sample_timesteps(k_time, batch_size)
+    target = diffusion.tree_normal(k_noise, x0)  # ε
+    x_t = schedule.add_noise(x0, timesteps, target)
   drop = diffusion.drop_condition_mask(k_drop, batch_size, d.condition_drop)
   y = model.apply(params, batch, drop, method=SceneModel.condition)
-  eps = model.apply(params, x_t, timesteps, y, batch['mask'], method=SceneModel.denoise)
-  l_pose, l_shape = losses.denoising_losses(eps, noise, batch)
+  output = model.apply(params, x_t, timesteps, y, batch['mask'], method=SceneModel.denoise)
+  l_pose, l_shape = losses.denoising_losses(output, target, batch)
   l_align = jnp.zeros(())
   if align:
     # x̂₀ is clipped to the normalised data range: at large t it is mostly noise amplified by
     # 1/√ᾱ_t, and unclipped it would put points hundreds of metres away and dominate L.
-    x0_hat = jax.tree.map(lambda x: jnp.clip(x, -t.align_clip, t.align_clip),
-                          schedule.predict_x0(x_t, timesteps, eps))
+    x0_hat = output if regression else schedule.predict_x0(x_t, timesteps, output)
+    x0_hat = jax.tree.map(lambda x: jnp.clip(x, -t.align_clip, t.align_clip), x0_hat)
     height, width = batch['image'].shape[1:3]
     l_align = losses.alignment_loss(k_align, x0_hat, batch, statistics,
                                     jnp.array([width, height], jnp.float32),
@@ -190,7 +195,9 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
                 f'--config.training.learning_rate and rerun to resume from it.') from None
           progress.set_postfix(loss=f'{mean["loss"]:.4f}', steps_s=f'{mean["steps_per_second"]:.2f}')
           history, tick = [], time.perf_counter()
-        if done % t.checkpoint_every == 0 or done == total:
+        # Also at the end of the diffusion stage: the ablation (training/ablation.py) starts
+        # its no-joint variant from there instead of training the same steps again.
+        if done % t.checkpoint_every == 0 or done in (t.diffusion_steps, total):
           if not np.isfinite(float(metrics['loss'])):  # never overwrite good with bad
             raise FloatingPointError(f'Non-finite loss at step {done}; the last good checkpoint '
                                      f'is step {last_saved} in {workdir}/checkpoints/scene.')
