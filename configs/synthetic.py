@@ -1,19 +1,24 @@
 """SynthRooms, our procedural benchmark: the embedded default experiment.
 
-Variants: `default` (the full dataset), `smoke` (tiny, runs in seconds) and `paper` (the
+Variants: `default` (the full dataset), `smoke` (tiny, runs in seconds), `paper` (the
 default data and schedule with the paper's network sizes and L_align sampling, for
-accelerators and benchmarks), e.g.
+accelerators and benchmarks), and the ablation's `full`, `no_joint`, `no_isa`, `regression`,
+`partial_shapes` and `partial_shapes_no_align` (training/ablation.py), e.g.
   python -m scenediff_jax.main --config=configs/synthetic.py:smoke --workdir=/tmp/smoke
+  python -m scenediff_jax.main --config=configs/synthetic.py --mode=ablate --workdir=runs/ablation
 """
 import ml_collections
 
 from data_pipelines.registry import default_data_dir
+from scenediff_jax.training import ablation
 
 
 def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
+  if variant in ablation.VARIANTS:
+    return ablation.variant(get_config('default'), variant)
   if variant not in ('default', 'smoke', 'paper'):
-    raise ValueError(f'Unknown variant {variant!r} of configs/synthetic.py; use default, smoke '
-                     'or paper.')
+    raise ValueError(f'Unknown variant {variant!r} of configs/synthetic.py; use default, smoke, '
+                     f'paper or an ablation variant ({", ".join(ablation.VARIANTS)}).')
   smoke = variant == 'smoke'
   config = ml_collections.ConfigDict()
   config.name = f'synthetic_{variant}'
@@ -47,6 +52,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   # Device mesh (training/sharding.py): ('data', -1) uses every device for data parallelism;
   # add ('model', k) to shard the large parameters k ways, e.g. (('data', -1), ('model', 2)).
   config.mesh = (('data', -1),)
+  config.method = 'diffusion'  # 'regression': the ablation's one-pass x₀ predictor
   config.max_objects = 16  # N_max: scene elements are padded to this many objects
   config.image_encoder = ml_collections.ConfigDict(dict(
       resnet_depth=18, base_width=8 if smoke else 16, num_stages=2 if smoke else 3,
@@ -81,6 +87,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       depth_points=64 if smoke else 256,  # ground-truth depth points per object for L_align
       align_points_per_gaussian=4 if smoke else 16,  # x̂₀ samples per Gaussian for L_align
       statistics_scenes=1000,  # training scenes that fix the normalisation statistics
+      shape_fraction=1.0,  # share of training scenes with shape ground truth (the rest: depth only)
       backbone_weights='',  # a torchvision ResNet state_dict (.npz/.pth): models/resnet_weights.py
       log_every=5 if smoke else 50, checkpoint_every=10 if smoke else 250, keep_checkpoints=3,
       seed=0))
@@ -96,6 +103,14 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       points_per_gaussian=64 if smoke else 256,  # surface samples for the L_align metric
       depth_points=1000,  # ground-truth depth points per object for the L_align metric
       num_previews=2 if smoke else 8))
+
+  # `--mode=ablate` (training/ablation.py): every variant with this budget, scored on the
+  # first `eval_scenes` test scenes; partial_shapes* keep shapes for `shape_fraction` of the
+  # training scenes. The default budget is the default run's.
+  config.ablation = ml_collections.ConfigDict(dict(
+      diffusion_steps=config.training.diffusion_steps, joint_steps=config.training.joint_steps,
+      eval_scenes=4 if smoke else 250, shape_fraction=0.5 if smoke else 0.1,
+      variants=ablation.VARIANTS))
 
   if variant == 'paper':
     use_paper_sizes(config)

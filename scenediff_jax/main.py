@@ -13,6 +13,9 @@ Modes:
   train_shape   train the shape autoencoder on the dataset's canonical shapes (resuming
                 from DIR/checkpoints/shape), then evaluate it on held-out shapes
                 (DIR/eval_shape/)
+  ablate        the paper's ablation (Table 2) and a partial-shape experiment: trains and
+                evaluates the config's variants with config.ablation's budget and writes
+                DIR/ablation.md (training/ablation.py)
   export        write the trained model as an inference bundle in DIR/export/ (jax.export
                 functions for cpu, cuda and tpu, parameters, config, statistics and a
                 loader that needs only jax and numpy); see scenediff_jax/inference/bundle.py
@@ -26,7 +29,8 @@ from ml_collections import config_flags
 from scenediff_jax import cli, data_preview
 
 DATA_MISSING_STATUS = 2  # like a usage error: the user has to put files in place first
-MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape', 'export')
+MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape', 'ablate',
+         'export')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
@@ -53,7 +57,7 @@ def run(config, workdir, mode):
       logging.error('%s', missing)
       sys.exit(DATA_MISSING_STATUS)
   lead = True
-  if mode in ('train', 'eval', 'train_and_eval', 'train_shape'):
+  if mode in ('train', 'eval', 'train_and_eval', 'train_shape', 'ablate'):
     from scenediff_jax.training import distributed  # jax loads only for these modes
     distributed.initialize()
     lead = distributed.is_lead()
@@ -74,6 +78,14 @@ def run(config, workdir, mode):
     except (FloatingPointError, FileNotFoundError) as error:  # say what to do, not a traceback
       logging.error('%s', error)
       sys.exit(1)
+    return
+  if mode == 'ablate':
+    from scenediff_jax.training import ablation, preemption
+    try:
+      ablation.run(config, workdir)
+    except preemption.Preempted as stop:  # finished variants are kept: rerun to go on
+      logging.warning('%s', stop)
+      sys.exit(preemption.EXIT_STATUS)
     return
   if mode == 'export':
     from scenediff_jax.inference import export, trained_model
