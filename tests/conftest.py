@@ -25,6 +25,14 @@ def scenes():
 @pytest.fixture(scope='session', autouse=True)
 def shared_compilation_cache(tmp_path_factory):
   """Several end-to-end tests train the same smoke model in subprocesses: with one
-  persistent cache they compile its programs once (the suite's time budget needs it)."""
-  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(tmp_path_factory.mktemp('jax_cache')))
+  persistent cache they compile its programs once (the suite's time budget needs it).
+  pytest-xdist's workers share it too (their base temp dirs have one parent); a size limit
+  turns on JAX's file lock, so no process reads an entry another is still writing."""
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    cache = tmp_path_factory.getbasetemp().parent / 'jax_cache'
+    cache.mkdir(exist_ok=True)
+  else:
+    cache = tmp_path_factory.mktemp('jax_cache')
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(cache))
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 << 30))
