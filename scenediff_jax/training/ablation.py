@@ -88,7 +88,8 @@ def _seed_workdir(workdir, shape_stage, twin_dir, prefix_step):
     return None
   scene = os.path.join(workdir, 'checkpoints', 'scene')
   prefix = os.path.join(twin_dir, 'checkpoints', 'scene', str(prefix_step))
-  if os.path.isdir(scene) and os.listdir(scene) or not os.path.isdir(prefix):
+  has_own_checkpoints = os.path.isdir(scene) and bool(os.listdir(scene))
+  if has_own_checkpoints or not os.path.isdir(prefix):
     return None
   _copy_missing(prefix, os.path.join(scene, str(prefix_step)))
   return prefix_step
@@ -111,7 +112,8 @@ def run(config, workdir) -> dict:
   base = budgeted(config)
   a = base.ablation
   for name, twin in ALIGN_TWIN.items():
-    if name in a.variants and twin in a.variants and a.variants.index(twin) > a.variants.index(name):
+    order = a.variants
+    if name in order and twin in order and order.index(twin) > order.index(name):
       raise ValueError(f'ablation.variants must list {twin} before {name}, which starts from '
                        f'its checkpoint.')
   path = os.path.join(workdir, 'ablation.json')
@@ -157,7 +159,8 @@ def run(config, workdir) -> dict:
 
 def _load(path, config) -> dict:
   """The results so far, if they were made with this config; otherwise a fresh record."""
-  fresh = {'config': config.name, 'command': ' '.join(['python -m scenediff_jax.main'] + sys.argv[1:]),
+  command = ' '.join(['python -m scenediff_jax.main'] + sys.argv[1:])
+  fresh = {'config': config.name, 'command': command,
            'budget': config.ablation.to_dict(), 'batch_size': config.training.batch_size,
            'machine': f'{platform.machine()}, {os.cpu_count()} cores',
            'date': time.strftime('%Y-%m-%d')}
