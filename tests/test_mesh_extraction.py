@@ -1,10 +1,12 @@
 """Mesh extraction from occupancy logits: coarse-to-fine equals dense with far fewer queries,
-sphere volume and orientation, small and thin parts survive, empty fields, fixed batches."""
+sphere volume and orientation, small and thin parts survive, empty fields, fixed batches,
+several objects in shared calls."""
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from scenediff_jax.inference.mesh import dense_grid_points, extract_mesh, extract_mesh_dense
+from scenediff_jax.inference.mesh import (dense_grid_points, extract_mesh, extract_mesh_dense,
+                                          extract_meshes)
 
 R0 = 0.35
 
@@ -31,6 +33,14 @@ def sphere_with_fin(points):
   y0 = -0.55 + 1.1 / 32 * 16.5
   plate = box(points, half=(0.225, 0.006, 0.1), center=(0.225, y0, 0.0))
   return np.maximum(sphere(points, radius=0.2), plate)
+
+
+def sphere_with_wide_plate(points):
+  # The fin's thin plate, but reaching out on every side: the closure must follow it along
+  # -x, +x, -z and +z.
+  y0 = -0.55 + 1.1 / 32 * 16.5
+  return np.maximum(sphere(points, radius=0.2), box(points, half=(0.45, 0.006, 0.35),
+                                                     center=(0.0, y0, 0.0)))
 
 
 def assert_same_mesh(dense, fine):
@@ -119,3 +129,50 @@ def test_batches_have_one_fixed_size_and_no_point_is_queried_twice():
 def test_resolution_must_be_a_power_of_two_multiple():
   with pytest.raises(ValueError):
     extract_mesh(sphere, resolution=48, coarse_resolution=16)
+
+
+FIELDS = {'sphere': sphere, 'box': box, 'two_spheres': two_spheres, 'fin': sphere_with_fin,
+          'plate': sphere_with_wide_plate, 'outside': lambda p: -1.0 - np.linalg.norm(p, axis=-1)}
+
+
+def test_several_objects_in_lock_step_equal_each_alone_in_shared_calls():
+  fields = list(FIELDS.values())
+  calls = []
+
+  def rows_fn(objects, points):
+    calls.append((np.array(objects), np.array(points)))
+    return np.stack([fields[o](p) for o, p in zip(objects, points)])
+
+  meshes, stats = extract_meshes(rows_fn, len(fields), resolution=64, coarse_resolution=16,
+                                 rows=4, row_size=300)
+  alone = [extract_mesh(f, resolution=64, coarse_resolution=16, batch_size=300) for f in fields]
+  for (single, _), mesh in zip(alone, meshes):
+    if len(single.faces):
+      assert_same_mesh(single, mesh)
+    else:
+      assert len(mesh.faces) == 0
+  # Lock step: the rounds are the longest object's, not their sum; calls are shared.
+  assert stats['rounds'] == max(s['rounds'] for _, s in alone)
+  assert stats['queries'] == sum(s['queries'] for _, s in alone)
+  assert len(calls) == stats['calls'] < sum(s['calls'] for _, s in alone)
+  assert all(o.shape == (4,) and o.dtype == np.int32 and p.shape == (4, 300, 3)
+             and p.dtype == np.float32 for o, p in calls)
+  # Each row holds one object's points; padding repeats a point of the same row, so the
+  # distinct (object, point) pairs are exactly the real queries.
+  pairs = np.concatenate([np.concatenate([np.broadcast_to(o[:, None, None], (4, 300, 1)), p], -1)
+                          .reshape(-1, 4) for o, p in calls])
+  assert len(np.unique(pairs, axis=0)) == stats['queries']
+
+
+@pytest.mark.parametrize('name', ['two_spheres', 'plate', 'box'])
+def test_local_closure_check_finds_what_a_full_pass_finds(monkeypatch, name):
+  from scenediff_jax.inference import mesh as mesh_lib
+  results = []
+  for share in (0.0, np.inf):  # always scan the whole grid; always look around fresh points
+    monkeypatch.setattr(mesh_lib, 'FULL_CHECK_SHARE', share)
+    results.append(extract_mesh(FIELDS[name], resolution=64, coarse_resolution=32))
+  (full, full_stats), (local, local_stats) = results
+  assert_same_mesh(full, local)
+  assert_same_mesh(extract_mesh_dense(FIELDS[name], resolution=64)[0], local)
+  assert full_stats['queries'] == local_stats['queries']
+  assert full_stats['rounds'] == local_stats['rounds']

@@ -25,6 +25,10 @@ import trimesh
 from skimage import measure
 
 DEFAULT_BOUNDS = (-0.55, 0.55)
+_OFFSETS = np.array(list(itertools.product((0, 1), repeat=3)))  # a cell's corners
+# Above this share of fresh points per grid point, the closure check scans the whole grid
+# (one pass of array operations) instead of looking around each fresh point.
+FULL_CHECK_SHARE = 1 / 64
 
 
 def dense_grid_points(resolution, bounds=DEFAULT_BOUNDS):
@@ -53,8 +57,9 @@ def extract_mesh_dense(occupancy_fn, resolution=128, bounds=DEFAULT_BOUNDS, batc
     included), `calls`, `grid_points` and `seconds` (wall time, including marching cubes).
   """
   start, stats = time.perf_counter(), _new_stats(resolution)
-  points = dense_grid_points(resolution, bounds)
-  values = _evaluate(occupancy_fn, points, batch_size, stats).reshape((resolution + 1,) * 3)
+  points = {0: dense_grid_points(resolution, bounds)}
+  values = _evaluate_rows(_one_object(occupancy_fn), points, 1, batch_size, stats)[0]
+  values = values.reshape((resolution + 1,) * 3)
   mesh = _marching_cubes(values, resolution, bounds)
   stats['seconds'] = time.perf_counter() - start
   return mesh, stats
@@ -77,34 +82,105 @@ def extract_mesh(occupancy_fn, resolution=128, coarse_resolution=32, bounds=DEFA
   Returns:
     (mesh, stats) as in `extract_mesh_dense`; stats also has `rounds` (batched query rounds).
   """
+  meshes, stats = extract_meshes(_one_object(occupancy_fn), 1, resolution, coarse_resolution, bounds,
+                                 rows=1, row_size=batch_size, margin=margin)
+  return meshes[0], stats
+
+
+def extract_meshes(occupancy_fn, count, resolution=128, coarse_resolution=32,
+                   bounds=DEFAULT_BOUNDS, rows=16, row_size=512, margin=1e-3):
+  """Meshes of `count` objects, each refined as `extract_mesh` does, in lock step: every
+  round's queries of all objects share the decoder calls (few, full calls matter on a GPU).
+
+  Args:
+    occupancy_fn: maps (objects int32 [rows], points float32 [rows, row_size, 3]) to logits
+      [rows, row_size]; row r holds points of object objects[r]. It is always called with
+      these shapes: a short row is padded with copies of its first point and unused rows
+      repeat row 0, so a jitted decoder compiles once.
+    count: number of objects (their indices 0..count-1 are what `objects` holds).
+    resolution, coarse_resolution, bounds, margin: as in `extract_mesh`.
+    rows, row_size: a call's shape; the last row of each object in a round is padded.
+
+  Returns:
+    (meshes, stats): `count` trimesh.Trimesh (empty where the field never crosses 0), and
+    stats as in `extract_mesh`, summed over the objects (`rounds` counts shared rounds).
+  """
   ratio = resolution // coarse_resolution
   if resolution % coarse_resolution or ratio & (ratio - 1):
     raise ValueError(f'resolution {resolution} is not coarse_resolution {coarse_resolution} '
                      'times a power of two')
   start, stats = time.perf_counter(), _new_stats(resolution)
+  refiners = [_refine(resolution, coarse_resolution, margin) for _ in range(count)]
+  grids = [None] * count
+  wanted = {k: next(refiner) for k, refiner in enumerate(refiners)}
+  while wanted:
+    points = {k: _index_to_points(index, resolution, bounds) for k, index in wanted.items()}
+    logits = _evaluate_rows(occupancy_fn, points, rows, row_size, stats)
+    wanted = {}
+    for k, values in logits.items():
+      try:
+        wanted[k] = refiners[k].send(values)
+      except StopIteration as done:
+        grids[k] = done.value
+  meshes = [_marching_cubes(grid, resolution, bounds) for grid in grids]
+  stats['grid_points'] *= count
+  stats['seconds'] = time.perf_counter() - start
+  return meshes, stats
+
+
+def _refine(resolution, coarse_resolution, margin):
+  """One object's coarse-to-fine refinement as a generator: it yields the final-grid indices
+  [m, 3] whose logits it needs next, is sent their logits [m], and returns the final grid of
+  logits [resolution + 1]^3 (exact near the surface, interpolated elsewhere)."""
   n, stride = coarse_resolution, resolution // coarse_resolution
   values = np.zeros((n + 1,) * 3, np.float32)
-  known = np.zeros(values.shape, bool)
-  query = functools.partial(_query, occupancy_fn, resolution=resolution, bounds=bounds,
-                            batch_size=batch_size, stats=stats)
-  query(values, known, np.ones(values.shape, bool), stride)
+  values[...] = (yield np.argwhere(np.ones(values.shape, bool)) * stride).reshape(values.shape)
+  known = np.ones(values.shape, bool)
   while n < resolution:
     active = _surface_cells(values, margin)
     if n == coarse_resolution:
       active = _dilate(active)
     values, known = _upsample(values), _upsample_known(known)
     n, stride = 2 * n, stride // 2
-    query(values, known, _cells_to_points(_repeat_cells(active)), stride)
-    # Usually a no-op; it follows surface that leaves the refined cells (e.g. a thin fin), so
-    # no cell crossing 0 is triangulated from interpolated corners.
-    while True:
-      pending = _surface_cells(values, margin) & ~_all_corners(known)
-      if not pending.any():
-        break
-      query(values, known, _cells_to_points(pending), stride)
-  mesh = _marching_cubes(values, resolution, bounds)
-  stats['seconds'] = time.perf_counter() - start
-  return mesh, stats
+    fresh = np.argwhere(_cells_to_points(_repeat_cells(active)) & ~known)
+    # The closure: usually short, it follows surface that leaves the refined cells (e.g. a
+    # thin fin), so no cell crossing 0 is triangulated from interpolated corners.
+    while len(fresh):
+      index = tuple(fresh.T)
+      values[index] = yield fresh * stride
+      known[index] = True
+      fresh = _pending_points(values, known, fresh, margin)
+  return values
+
+
+def _pending_points(values, known, fresh, margin):
+  """Unknown corners [m, 3] of the cells that may hold surface but have an unknown corner.
+
+  Only cells with a corner among the points just queried (`fresh`) can have changed since
+  the last check, so a few fresh points are checked locally; many, in one pass over the grid.
+  """
+  n = values.shape[0] - 1
+  if len(fresh) > FULL_CHECK_SHARE * values.size:
+    cells = np.argwhere(_surface_cells(values, margin) & ~_all_corners(known))
+  else:
+    cells = _cells_touching(fresh, n)
+    corner_values = [values[tuple((cells + offset).T)] for offset in _OFFSETS]
+    corner_known = [known[tuple((cells + offset).T)] for offset in _OFFSETS]
+    cells = cells[_crosses(corner_values, margin) & ~np.logical_and.reduce(corner_known)]
+  points = _unique_rows(np.concatenate([cells + offset for offset in _OFFSETS]), n + 1)
+  return points[~known[tuple(points.T)]]
+
+
+def _cells_touching(points, n):
+  """The cells [m, 3] of an n-cell grid that have one of the grid points [p, 3] as a corner."""
+  cells = np.concatenate([points - offset for offset in _OFFSETS])
+  return _unique_rows(cells[np.all((cells >= 0) & (cells < n), axis=1)], n)
+
+
+def _unique_rows(index, size):
+  """Distinct rows of grid indices [m, 3] in [0, size)^3, in C order."""
+  flat = np.unique(np.ravel_multi_index(tuple(index.T), (size,) * 3))
+  return np.stack(np.unravel_index(flat, (size,) * 3), -1)
 
 
 def _new_stats(resolution):
@@ -118,30 +194,33 @@ def _index_to_points(index, resolution, bounds):
   return (low + index * ((high - low) / resolution)).astype(np.float32)
 
 
-def _evaluate(occupancy_fn, points, batch_size, stats):
-  """Logits [N] float32 of points [N, 3], in calls of exactly `batch_size` points."""
-  out = np.empty(len(points), np.float32)
-  for begin in range(0, len(points), batch_size):
-    batch = points[begin:begin + batch_size]
-    real = len(batch)
-    if real < batch_size:
-      batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - real, 0)])
-    out[begin:begin + real] = np.asarray(occupancy_fn(batch), np.float32).reshape(-1)[:real]
-    stats['queries'] += real
-    stats['padded_queries'] += batch_size
+def _one_object(occupancy_fn):
+  """occupancy_fn of points [N, 3] as the rows form `_evaluate_rows` calls (one row)."""
+  return lambda objects, points: np.asarray(occupancy_fn(points[0])).reshape(1, -1)
+
+
+def _evaluate_rows(occupancy_fn, points, rows, row_size, stats):
+  """Logits {k: [m_k]} of each object's points {k: [m_k, 3]}, in calls of `rows` rows of
+  `row_size` points; a row holds one object's points."""
+  pieces = [(k, begin) for k, p in points.items() for begin in range(0, len(p), row_size)]
+  logits = {k: np.empty(len(p), np.float32) for k, p in points.items()}
+  for first in range(0, len(pieces), rows):
+    call = pieces[first:first + rows]
+    objects = np.zeros(rows, np.int32)
+    batch = np.empty((rows, row_size, 3), np.float32)
+    for r, (k, begin) in enumerate(call):
+      row = points[k][begin:begin + row_size]
+      objects[r], batch[r, :len(row)], batch[r, len(row):] = k, row, row[0]
+    objects[len(call):], batch[len(call):] = objects[0], batch[0]
+    out = np.asarray(occupancy_fn(objects, batch), np.float32).reshape(rows, row_size)
+    for r, (k, begin) in enumerate(call):
+      real = min(row_size, len(points[k]) - begin)
+      logits[k][begin:begin + real] = out[r, :real]
+      stats['queries'] += real
+    stats['padded_queries'] += rows * row_size
     stats['calls'] += 1
   stats['rounds'] += 1
-  return out
-
-
-def _query(occupancy_fn, values, known, wanted, stride, *, resolution, bounds, batch_size,
-           stats):
-  """Evaluates the wanted, not yet known grid points in place (grid index * stride = final)."""
-  todo = wanted & ~known
-  if todo.any():
-    points = _index_to_points(np.argwhere(todo) * stride, resolution, bounds)
-    values[todo] = _evaluate(occupancy_fn, points, batch_size, stats)
-    known |= todo
+  return logits
 
 
 def _corners(grid):
@@ -151,7 +230,12 @@ def _corners(grid):
 
 
 def _surface_cells(values, margin):
-  corners = _corners(values)
+  return _crosses(_corners(values), margin)
+
+
+def _crosses(corners, margin):
+  """Cells that may hold surface, from their 8 corner values: a sign change, or a corner
+  within `margin` of 0."""
   high, low = functools.reduce(np.maximum, corners), functools.reduce(np.minimum, corners)
   near = functools.reduce(np.minimum, [np.abs(c) for c in corners]) <= margin
   return ((high > 0) & (low <= 0)) | near
@@ -211,7 +295,10 @@ def _marching_cubes(values, resolution, bounds):
   verts, faces, _, _ = measure.marching_cubes(values, level=0.0, gradient_direction='descent')
   low, high = bounds
   verts = low + verts.astype(np.float64) * ((high - low) / resolution)
-  mesh = trimesh.Trimesh(verts, faces, process=False)
-  if mesh.is_watertight and mesh.volume < 0:
-    mesh.invert()
-  return mesh
+  # A safety net, in numpy (trimesh's watertight test costs as much as marching cubes): the
+  # signed volume of the triangles' cones from the origin is the enclosed volume, < 0 when
+  # the faces point inward.
+  triangles = verts[faces]
+  if np.linalg.det(triangles).sum() < 0:
+    faces = faces[:, ::-1]
+  return trimesh.Trimesh(verts, faces, process=False)
