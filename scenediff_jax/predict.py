@@ -49,14 +49,13 @@ def model_batch(scene: demo_input.DemoInput, max_objects):
 def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolution):
   batch = model_batch(scene, model.max_objects)
   sampled = model.sample_scene(batch, seed, steps, guidance)
-  objects = []
-  for k in tqdm.trange(len(scene.classes), desc=f'{scene.name}: meshes', unit='object',
-                       leave=False):
-    mesh = model.object_mesh(sampled['gaussians'][0, k], sampled['intrinsics'][0, k],
-                             mesh_resolution)
-    objects.append(scene_files.SceneObject(
-        class_index=int(scene.classes[k]), score=float(scene.scores[k]),
-        bbox2d=scene.original_bbox2d[k], box=sampled['boxes'][0, k], mesh=mesh))
+  n = len(scene.classes)
+  meshes = model.object_meshes(sampled['gaussians'][0, :n], sampled['intrinsics'][0, :n],
+                               mesh_resolution)
+  objects = [scene_files.SceneObject(
+      class_index=int(scene.classes[k]), score=float(scene.scores[k]),
+      bbox2d=scene.original_bbox2d[k], box=sampled['boxes'][0, k], mesh=meshes[k])
+             for k in range(n)]
   return scene_files.write_scene(output_dir, image=scene.original_image, K=scene.original_K,
                                  world_to_cam=scene.world_to_cam, objects=objects,
                                  layout=sampled['layout'][0])

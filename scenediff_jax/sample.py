@@ -80,14 +80,12 @@ def run():
   drawn = model.sample_unconditional(mask, _SEED.value, _STEPS.value or model.sampling_steps)
   rows = []
   for i in tqdm.trange(_NUM.value, desc='sample', unit='scene'):
-    meshes = []
-    for k in range(_OBJECTS.value):
-      mesh = model.object_mesh(drawn['gaussians'][i, k], drawn['intrinsics'][i, k],
-                               _MESH_RESOLUTION.value)
+    meshes = model.object_meshes(drawn['gaussians'][i, :_OBJECTS.value],
+                                 drawn['intrinsics'][i, :_OBJECTS.value], _MESH_RESOLUTION.value)
+    for k, mesh in enumerate(meshes):
       if mesh is None:  # no surface in the decoder's field: its box stands in, as in predict
         logging.warning('scene %d, object %d: empty occupancy; writing its box', i, k)
-        mesh = trimesh.creation.box((1.0, 1.0, 1.0))
-      meshes.append(mesh)
+        meshes[k] = trimesh.creation.box((1.0, 1.0, 1.0))
     pose = drawn['pose'][i, :_OBJECTS.value]
     boxes = side_by_side(np.maximum(pose[:, 3:6], 1e-2), pose[:, 6])
     write_scene(os.path.join(_OUTPUT.value, f'scene_{i:03d}'), meshes, boxes)

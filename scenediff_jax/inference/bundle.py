@@ -72,14 +72,17 @@ class Bundle:
       self.metadata = json.load(f)
     with np.load(os.path.join(directory, 'params.npz')) as data:
       params = unflatten({k: data[k] for k in data.files})
-    self.scene_params, self.shape_params = params['scene'], params['shape']
-    self.functions = {}
+    self.functions, calls = {}, {}
     for name in FUNCTIONS:
       with open(os.path.join(directory, f'{name}.jax_exported'), 'rb') as f:
         self.functions[name] = export.deserialize(bytearray(f.read()))
+      calls[name] = jax.jit(self.functions[name].call)  # no per-call retracing
     platform, exported_for = jax.default_backend(), self.functions['sample_scene'].platforms
     if not set(export_platforms(platform)) & set(exported_for):
       raise RuntimeError(f'This bundle was exported for {exported_for}, not {platform}.')
+    self._calls = calls
+    # On the device once, not sent with every call (meshing makes hundreds of calls).
+    self.scene_params, self.shape_params = jax.device_put((params['scene'], params['shape']))
 
   def _key(self, seed):
     return jax.random.key_data(jax.random.key(seed))
@@ -91,15 +94,15 @@ class Bundle:
     """inputs: image uint8 [B, H, W, 3], K and world_to_cam f32 [B, 3, 3], bbox2d f32
     [B, N, 4], class int32 [B, N], mask bool [B, N] (H, W, N from bundle.json)."""
     scale = self.metadata['guidance_scale'] if guidance is None else guidance
-    out = self.functions['sample_scene'].call(self.scene_params, inputs, self._key(seed),
-                                              self._steps(steps), np.float32(scale))
+    out = self._calls['sample_scene'](self.scene_params, inputs, self._key(seed),
+                                      self._steps(steps), np.float32(scale))
     return jax.tree.map(np.asarray, out)
 
   def sample_unconditional(self, mask, seed=0, steps=None):
-    out = self.functions['sample_unconditional'].call(self.scene_params, mask, self._key(seed),
-                                                      self._steps(steps))
+    out = self._calls['sample_unconditional'](self.scene_params, mask, self._key(seed),
+                                              self._steps(steps))
     return jax.tree.map(np.asarray, out)
 
   def occupancy(self, gaussians, intrinsics, queries):
-    return np.asarray(self.functions['occupancy'].call(self.shape_params, gaussians, intrinsics,
-                                                       queries))
+    return np.asarray(self._calls['occupancy'](self.shape_params, gaussians, intrinsics,
+                                               queries))

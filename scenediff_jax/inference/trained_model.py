@@ -23,7 +23,6 @@ class ModelError(ValueError):
 
 
 COARSE_RESOLUTION = 16  # first grid of coarse-to-fine meshing
-MESH_BATCH = 8192  # occupancy queries per decoder call while meshing
 
 # What one scene's model input holds: batched arrays with these names and dtypes.
 INPUT_DTYPES = {'image': np.uint8, 'K': np.float32, 'world_to_cam': np.float32,
@@ -48,15 +47,23 @@ class InferenceModel:
   occupancy: Callable
   source: str  # 'workdir' or 'bundle'
 
-  def object_mesh(self, gaussians, intrinsics, resolution):
-    """One object's canonical mesh (coarse-to-fine marching cubes), None when its field has
-    no surface. gaussians [g, 16], intrinsics [g, d]; resolution a multiple of 16 by 2^k."""
+  def object_meshes(self, gaussians, intrinsics, resolution):
+    """Canonical meshes of objects (coarse-to-fine marching cubes, all objects' queries in
+    shared decoder calls), None where a field has no surface. gaussians [m, g, 16],
+    intrinsics [m, g, d]; resolution a multiple of 16 by 2^k."""
     from scenediff_jax.inference import mesh as mesh_lib
-    occupancy_fn = lambda q: self.occupancy(gaussians[None], intrinsics[None],
-                                            np.asarray(q, np.float32)[None])[0]
-    mesh, _ = mesh_lib.extract_mesh(occupancy_fn, resolution=resolution,
-                                    coarse_resolution=COARSE_RESOLUTION, batch_size=MESH_BATCH)
-    return mesh if len(mesh.faces) else None
+    gaussians, intrinsics = np.asarray(gaussians), np.asarray(intrinsics)
+    occupancy_fn = lambda objects, points: self.occupancy(gaussians[objects],
+                                                          intrinsics[objects], points)
+    meshes, _ = mesh_lib.extract_meshes(occupancy_fn, len(gaussians), resolution,
+                                        coarse_resolution=COARSE_RESOLUTION, rows=mesh_rows())
+    return [mesh if len(mesh.faces) else None for mesh in meshes]
+
+
+def mesh_rows():
+  """Rows of MESH_ROW_SIZE points per meshing decoder call: 8,192 points on a CPU; more on an
+  accelerator, where a call costs about the same whatever its size."""
+  return 16 if jax.default_backend() == 'cpu' else 128
 
 
 def inference_functions(config, statistics):

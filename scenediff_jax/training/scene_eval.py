@@ -26,7 +26,6 @@ from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
 from scenediff_jax.training import checkpoints, scene_data, scene_trainer, sharding
 
 
-MESH_BATCH = 8192  # occupancy queries per decoder call during mesh extraction
 FIRST_SAMPLE_KEYS = ('iou3d_mean', 'ap3d_15', 'layout_iou')
 
 
@@ -118,14 +117,13 @@ def evaluate(config, workdir, stages, true_mesh):
       pred_meshes, gt_meshes = [None] * n, [None] * n
       # Only objects with a ground-truth shape are meshed (SUN RGB-D has none).
       with_shape = [k for k in range(n) if truth['objects']['shape_id'][k] >= 0][:meshes_left]
-      for k in with_shape:
-        occupancy_fn = lambda q: decode_occupancy(
-            gaussians[k][None], decoded['intrinsics'][b, k][None], jnp.asarray(q)[None])[0]
-        # Small query batches: every call is padded to batch_size, and a 64³ grid needs
-        # only ~10⁴–10⁵ queries in all.
-        pred_meshes[k], _ = mesh_lib.extract_mesh(occupancy_fn, resolution=e.mesh_resolution,
-                                                  coarse_resolution=e.coarse_resolution,
-                                                  batch_size=MESH_BATCH)
+      chosen = np.asarray(with_shape, int)
+      occupancy_fn = lambda objects, q: decode_occupancy(
+          gaussians[chosen[objects]], decoded['intrinsics'][b, chosen[objects]], jnp.asarray(q))
+      meshes, _ = mesh_lib.extract_meshes(occupancy_fn, len(chosen), resolution=e.mesh_resolution,
+                                          coarse_resolution=e.coarse_resolution)
+      for k, mesh in zip(with_shape, meshes):
+        pred_meshes[k] = mesh
         gt_meshes[k] = true_mesh(int(truth['objects']['shape_id'][k]))
       meshes_left -= len(with_shape)
       truth['objects']['mesh'] = gt_meshes
