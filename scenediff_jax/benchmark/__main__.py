@@ -22,6 +22,8 @@ _SHAPE_WORKDIR = flags.DEFINE_string(
     '(default: an analytic sphere).')
 _TRAIN_VARIANTS = flags.DEFINE_list('train_variants', 'default,paper',
                                      'Config variants whose train step is measured.')
+_TRAIN_STAGES = flags.DEFINE_list('train_stages', 'diffusion,joint',
+                                   'Train-step stages measured: diffusion and/or joint.')
 _EVAL_SCENES = flags.DEFINE_integer('eval_scenes', 100,
                                     'Test scenes for the DDPM vs DDIM pose metrics.')
 
@@ -42,7 +44,8 @@ def run_section(name, quick, load_config):
   if name == 'nearest':
     return nearest.bench_nearest(quick)
   if name == 'train_step':
-    return train_step.bench_train_step(quick, load_config, _TRAIN_VARIANTS.value)
+    return train_step.bench_train_step(quick, load_config, _TRAIN_VARIANTS.value,
+                                       _TRAIN_STAGES.value)
   if name == 'sampling':
     return sampling.bench_sampling(quick, load_config, _MODEL.value, _EVAL_SCENES.value)
   if name == 'mesh':
@@ -56,6 +59,9 @@ def benchmark():
   unknown = set(_SECTIONS.value) - set(SECTIONS)
   if unknown:
     raise ValueError(f'Unknown --sections {sorted(unknown)}; choose from {",".join(SECTIONS)}.')
+  if not _TRAIN_STAGES.value or set(_TRAIN_STAGES.value) - {'diffusion', 'joint'}:
+    raise ValueError(f'--train_stages={",".join(_TRAIN_STAGES.value)}: give diffusion, joint '
+                     'or both.')
   from scenediff_jax.benchmark import timing
   load_config = config_loader(_CONFIG.value)
   results = {'date': datetime.date.today().isoformat(), 'quick': _QUICK.value,

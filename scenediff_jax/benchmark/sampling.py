@@ -38,22 +38,26 @@ def scene_inputs(model, objects=OBJECTS, seed=0) -> dict:
   return {k: np.asarray(v[None], trained_model.INPUT_DTYPES[k]) for k, v in one.items()}
 
 
-def time_one_scene(model, steps, mesh_resolution, repeats) -> dict:
+def time_one_scene(model, steps, mesh_resolutions, repeats) -> dict:
+  """Denoising (median of `repeats`) and meshing all objects at each resolution (once each,
+  after a compile on a small grid) of one scene."""
   inputs = scene_inputs(model)
   start = time.perf_counter()
   scene = model.sample_scene(inputs, 0, steps, 1.0)
   first = time.perf_counter() - start
   denoise = timing.median_seconds(lambda: model.sample_scene(inputs, 0, steps, 1.0), repeats, 0)
   objects = int(inputs['mask'].sum())
-  model.object_mesh(scene['gaussians'][0, 0], scene['intrinsics'][0, 0], mesh_resolution)  # compile
-  start = time.perf_counter()
-  meshes = [model.object_mesh(scene['gaussians'][0, k], scene['intrinsics'][0, k], mesh_resolution)
-           for k in range(objects)]
-  meshing = time.perf_counter() - start
+  gaussians, intrinsics = scene['gaussians'][0, :objects], scene['intrinsics'][0, :objects]
+  model.object_meshes(gaussians[:1], intrinsics[:1], 32)  # compiles the decoder call
+  meshing = {}
+  for resolution in mesh_resolutions:
+    start = time.perf_counter()
+    meshes = model.object_meshes(gaussians, intrinsics, resolution)
+    seconds = time.perf_counter() - start
+    meshing[str(resolution)] = {'mesh_seconds': seconds, 'total_seconds': denoise + seconds,
+                                'meshes_with_surface': sum(m is not None for m in meshes)}
   return {'objects': objects, 'ddim_steps': steps, 'first_call_seconds': first,
-          'denoise_seconds': denoise, 'mesh_resolution': mesh_resolution,
-          'mesh_seconds': meshing, 'total_seconds': denoise + meshing,
-          'meshes_with_surface': sum(m is not None for m in meshes),
+          'denoise_seconds': denoise, 'meshes': meshing,
           'finite': bool(all(np.all(np.isfinite(v)) for v in jax.tree.leaves(scene)))}
 
 
@@ -118,8 +122,8 @@ def bench_sampling(quick: bool, load_config, model_path=None, eval_scenes=100) -
   else:
     model, source = random_model(load_config('smoke' if quick else 'default')), None
   result = {'model': source or 'random init (times only)', 'model_kind': model.source,
-            'one_scene': time_one_scene(model, 20 if quick else 100, 32 if quick else 128,
-                                        2 if quick else 3)}
+            'one_scene': time_one_scene(model, 20 if quick else 100,
+                                        (32,) if quick else (64, 128), 2 if quick else 3)}
   if model_path and trained_model.is_workdir(model_path) and eval_scenes > 0:
     result['samplers'] = pose_metrics_by_sampler(model_path, eval_scenes)
   else:

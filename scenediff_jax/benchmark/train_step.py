@@ -5,6 +5,7 @@ matrix-product peak measured in the same run (model FLOP/s utilisation, MFU). Bo
 `diffusion` (L_pose + L_shape) and `joint` (+ λ·L_align). Random batches of the right
 shapes stand in for data, so any machine can run it."""
 import json
+import time
 
 from absl import logging
 import jax
@@ -18,6 +19,7 @@ from scenediff_jax.models.scene_model import make_model
 from scenediff_jax.training import scene_data, scene_trainer, sharding
 
 IMAGE_SIZE = (192, 256)  # SynthRooms
+STAGES = ('diffusion', 'joint')
 
 
 def random_camera_and_boxes(rng, shape, image_size=IMAGE_SIZE):
@@ -62,8 +64,8 @@ def plausible_statistics(config) -> scene_data.SceneStatistics:
       gaussians=unit(16), intrinsics=unit(s.intrinsic_size), image_size=IMAGE_SIZE)
 
 
-def bench_config(config, peak_flops, repeats) -> dict:
-  """Both stages of one config: compile seconds, seconds per step, FLOPs, MFU."""
+def bench_config(config, peak_flops, repeats, stages=STAGES) -> dict:
+  """The stages of one config: compile seconds, seconds per step, FLOPs, MFU."""
   t = config.training
   model, schedule = make_model(config), scene_trainer.make_schedule(config)
   statistics = plausible_statistics(config)
@@ -71,12 +73,17 @@ def bench_config(config, peak_flops, repeats) -> dict:
   rows = {'batch_size': t.batch_size}
   with jax.set_mesh(mesh):
     batch = scene_trainer.device_batch(random_batch(config, t.batch_size), mesh)
-    state = scene_trainer.initial_state(config, model, batch, mesh)
+    start = time.perf_counter()
+    state = jax.block_until_ready(scene_trainer.initial_state(config, model, batch, mesh))
+    rows['init_seconds'] = time.perf_counter() - start  # compiling init, mostly
     rows['parameters'] = int(sum(x.size for x in jax.tree.leaves(state.params)))
+    logging.info('%s: %d parameters initialised in %.1f s; compiling the train step ...',
+                 config.name, rows['parameters'], rows['init_seconds'])
     train_step = scene_trainer.make_train_step(model, schedule, statistics, config)
-    for stage, align in (('diffusion', False), ('joint', True)):
+    for stage in stages:
       compiled, compile_time, flops = timing.compile_seconds(train_step, state, batch,
-                                                             jax.random.key(0), align)
+                                                             jax.random.key(0), stage == 'joint')
+      logging.info('%s %s: compiled in %.1f s', config.name, stage, compile_time)
       holder = {'state': state}
 
       def step():
@@ -97,16 +104,17 @@ def bench_config(config, peak_flops, repeats) -> dict:
   return rows
 
 
-def bench_train_step(quick: bool, load_config, variants=('default', 'paper')) -> dict:
+def bench_train_step(quick: bool, load_config, variants=('default', 'paper'),
+                     stages=STAGES) -> dict:
   peak = timing.matmul_peak(quick)
   result = {'matmul_peak': peak}
   if jax.default_backend() == 'gpu':  # the card's tensor-core ceiling, for reference
     result['matmul_peak_bfloat16'] = timing.matmul_peak(quick, jax.numpy.bfloat16)
+  logging.info('matmul peak: %s', json.dumps(result))
   for variant in (['smoke'] if quick else variants):
     result[variant] = bench_config(load_config(variant), peak['flops_per_second'],
-                                   2 if quick else 5)
-  stages = [result[v][s] for v in result if not v.startswith('matmul')
-            for s in ('diffusion', 'joint')]
+                                   2 if quick else 5, stages)
+  stages = [result[v][s] for v in result if not v.startswith('matmul') for s in stages]
   result['check'] = {'passed': all(s['loss_finite'] and (s['flops_per_step'] or 0) > 0
                                    for s in stages),
                      'what': 'the loss stays finite over the timed steps; XLA counts FLOPs'}

@@ -55,8 +55,13 @@ def create_state(config, model, example_batch, key) -> TrainState:
                                                 t.learning_rate * 0.05)
   tx = optax.chain(optax.clip_by_global_norm(t.grad_clip),
                    optax.adamw(schedule, weight_decay=t.weight_decay))
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           ema_params=jax.tree.map(jnp.copy, params))
+
+  # Also under jit: op by op, an accelerator compiles each optimizer-state leaf on its own.
+  @jax.jit
+  def state(params):
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                             ema_params=jax.tree.map(jnp.copy, params))
+  return state(params)
 
 
 def loss_fn(params, batch, key, *, model, schedule, statistics, config, align):
