@@ -296,9 +296,9 @@ def _marching_cubes(values, resolution, bounds):
   low, high = bounds
   verts = low + verts.astype(np.float64) * ((high - low) / resolution)
   # A safety net, in numpy (trimesh's watertight test costs as much as marching cubes): the
-  # signed volume of the triangles' cones from the origin is the enclosed volume, < 0 when
-  # the faces point inward.
-  triangles = verts[faces]
-  if np.linalg.det(triangles).sum() < 0:
+  # triangles' signed volumes from the origin add up to the enclosed volume, < 0 when the
+  # faces point inward.
+  a, b, c = np.moveaxis(verts[faces], 1, 0)
+  if np.einsum('ij,ij->', a, np.cross(b, c)) < 0:
     faces = faces[:, ::-1]
   return trimesh.Trimesh(verts, faces, process=False)
