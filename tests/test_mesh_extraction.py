@@ -43,6 +43,14 @@ def sphere_with_wide_plate(points):
                                                      center=(0.0, y0, 0.0)))
 
 
+def plate_past_the_grid(points):
+  # The thin plate again, running out of the grid on both sides of x: the closure meets
+  # the grid's boundary.
+  y0 = -0.55 + 1.1 / 32 * 16.5
+  return np.maximum(sphere(points, radius=0.2), box(points, half=(0.7, 0.006, 0.2),
+                                                     center=(0.0, y0, 0.0)))
+
+
 def assert_same_mesh(dense, fine):
   assert len(fine.vertices) == len(dense.vertices) > 0
   d_fine, _ = cKDTree(dense.vertices).query(fine.vertices)
@@ -132,7 +140,8 @@ def test_resolution_must_be_a_power_of_two_multiple():
 
 
 FIELDS = {'sphere': sphere, 'box': box, 'two_spheres': two_spheres, 'fin': sphere_with_fin,
-          'plate': sphere_with_wide_plate, 'outside': lambda p: -1.0 - np.linalg.norm(p, axis=-1)}
+          'plate': sphere_with_wide_plate, 'plate_past_the_grid': plate_past_the_grid,
+          'outside': lambda p: -1.0 - np.linalg.norm(p, axis=-1)}
 
 
 def test_several_objects_in_lock_step_equal_each_alone_in_shared_calls():
@@ -164,15 +173,33 @@ def test_several_objects_in_lock_step_equal_each_alone_in_shared_calls():
   assert len(np.unique(pairs, axis=0)) == stats['queries']
 
 
-@pytest.mark.parametrize('name', ['two_spheres', 'plate', 'box'])
+@pytest.mark.parametrize('name', ['two_spheres', 'plate', 'plate_past_the_grid', 'box'])
 def test_local_closure_check_finds_what_a_full_pass_finds(monkeypatch, name):
   from scenediff_jax.inference import mesh as mesh_lib
-  results = []
+  results, queried = [], []
   for share in (0.0, np.inf):  # always scan the whole grid; always look around fresh points
     monkeypatch.setattr(mesh_lib, 'FULL_CHECK_SHARE', share)
-    results.append(extract_mesh(FIELDS[name], resolution=64, coarse_resolution=32))
+    calls = []
+    recording = lambda p: (calls.append(np.array(p)), FIELDS[name](p))[1]
+    results.append(extract_mesh(recording, resolution=64, coarse_resolution=32, batch_size=999))
+    queried.append(np.concatenate(calls))
   (full, full_stats), (local, local_stats) = results
+  np.testing.assert_array_equal(queried[0], queried[1])  # the same points in the same calls
   assert_same_mesh(full, local)
   assert_same_mesh(extract_mesh_dense(FIELDS[name], resolution=64)[0], local)
   assert full_stats['queries'] == local_stats['queries']
   assert full_stats['rounds'] == local_stats['rounds']
+
+
+def test_no_objects_make_no_calls():
+  never = lambda objects, points: pytest.fail('the decoder was called')
+  meshes, stats = extract_meshes(never, 0, resolution=32, coarse_resolution=8)
+  assert meshes == [] and stats['calls'] == 0
+
+
+def test_an_open_surface_keeps_its_outward_faces():
+  # Inside below z = -0.3: the surface is cut by the grid's sides, so it encloses nothing and
+  # its signed volume says nothing; its faces must still point up, out of the solid.
+  mesh, _ = extract_mesh(lambda p: -0.3 - p[:, 2], resolution=32, coarse_resolution=8)
+  assert not mesh.is_watertight
+  assert np.all(mesh.face_normals[:, 2] > 0.99)

@@ -82,8 +82,8 @@ def extract_mesh(occupancy_fn, resolution=128, coarse_resolution=32, bounds=DEFA
   Returns:
     (mesh, stats) as in `extract_mesh_dense`; stats also has `rounds` (batched query rounds).
   """
-  meshes, stats = extract_meshes(_one_object(occupancy_fn), 1, resolution, coarse_resolution, bounds,
-                                 rows=1, row_size=batch_size, margin=margin)
+  meshes, stats = extract_meshes(_one_object(occupancy_fn), 1, resolution, coarse_resolution,
+                                 bounds, rows=1, row_size=batch_size, margin=margin)
   return meshes[0], stats
 
 
@@ -133,8 +133,8 @@ def _refine(resolution, coarse_resolution, margin):
   [m, 3] whose logits it needs next, is sent their logits [m], and returns the final grid of
   logits [resolution + 1]^3 (exact near the surface, interpolated elsewhere)."""
   n, stride = coarse_resolution, resolution // coarse_resolution
-  values = np.zeros((n + 1,) * 3, np.float32)
-  values[...] = (yield np.argwhere(np.ones(values.shape, bool)) * stride).reshape(values.shape)
+  coarse = np.indices((n + 1,) * 3).reshape(3, -1).T  # every point of the coarse grid, C order
+  values = (yield coarse * stride).reshape((n + 1,) * 3)
   known = np.ones(values.shape, bool)
   while n < resolution:
     active = _surface_cells(values, margin)
@@ -144,7 +144,9 @@ def _refine(resolution, coarse_resolution, margin):
     n, stride = 2 * n, stride // 2
     fresh = np.argwhere(_cells_to_points(_repeat_cells(active)) & ~known)
     # The closure: usually short, it follows surface that leaves the refined cells (e.g. a
-    # thin fin), so no cell crossing 0 is triangulated from interpolated corners.
+    # thin fin), so no cell crossing 0 is triangulated from interpolated corners. With
+    # nothing fresh there is nothing to follow: a cell inside an unrefined coarse cell has
+    # only values interpolated from corners that neither cross 0 nor come within `margin`.
     while len(fresh):
       index = tuple(fresh.T)
       values[index] = yield fresh * stride
@@ -291,14 +293,11 @@ def _marching_cubes(values, resolution, bounds):
   """Mesh of the 0-level set in canonical coordinates, outward faces; empty if none."""
   if not (values.max() > 0 and values.min() < 0):
     return trimesh.Trimesh()
-  # 'descent': the inside has values above the level, which orients faces outward.
-  verts, faces, _, _ = measure.marching_cubes(values, level=0.0, gradient_direction='descent')
+  # 'ascent' winds the faces counter-clockwise seen from where the logit is lower (outside):
+  # outward normals by the right-hand rule, for closed and open surfaces alike. ('descent'
+  # winds them inward; the sign of the enclosed volume used to repair closed meshes only.)
+  verts, faces, _, _ = measure.marching_cubes(values, level=0.0, gradient_direction='ascent')
   low, high = bounds
   verts = low + verts.astype(np.float64) * ((high - low) / resolution)
-  # A safety net, in numpy (trimesh's watertight test costs as much as marching cubes): the
-  # triangles' signed volumes from the origin add up to the enclosed volume, < 0 when the
-  # faces point inward.
-  a, b, c = np.moveaxis(verts[faces], 1, 0)
-  if np.einsum('ij,ij->', a, np.cross(b, c)) < 0:
-    faces = faces[:, ::-1]
   return trimesh.Trimesh(verts, faces, process=False)
+

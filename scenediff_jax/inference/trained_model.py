@@ -23,6 +23,7 @@ class ModelError(ValueError):
 
 
 COARSE_RESOLUTION = 16  # first grid of coarse-to-fine meshing
+MESH_ROW_SIZE = 512  # points of one object per row of a meshing decoder call
 
 # What one scene's model input holds: batched arrays with these names and dtypes.
 INPUT_DTYPES = {'image': np.uint8, 'K': np.float32, 'world_to_cam': np.float32,
@@ -56,7 +57,8 @@ class InferenceModel:
     occupancy_fn = lambda objects, points: self.occupancy(gaussians[objects],
                                                           intrinsics[objects], points)
     meshes, _ = mesh_lib.extract_meshes(occupancy_fn, len(gaussians), resolution,
-                                        coarse_resolution=COARSE_RESOLUTION, rows=mesh_rows())
+                                        coarse_resolution=COARSE_RESOLUTION, rows=mesh_rows(),
+                                        row_size=MESH_ROW_SIZE)
     return [mesh if len(mesh.faces) else None for mesh in meshes]
 
 
