@@ -66,3 +66,22 @@ def test_quick_benchmark_has_every_section_and_every_check_holds(tmp_path):
   assert results['sampling']['one_scene']['objects'] == 10
   assert results['mesh']['coarse_to_fine_queries'] < results['mesh']['dense_queries']
   assert results['input']['pipeline']['batches_per_second'] > 0
+
+
+def test_a_state_created_on_the_host_is_the_state_placed_on_the_mesh():
+  from configs import synthetic
+  from scenediff_jax.benchmark import train_step
+  from scenediff_jax.models.scene_model import make_model
+  from scenediff_jax.training import scene_trainer, sharding
+  config = synthetic.get_config('smoke')
+  model, mesh = make_model(config), sharding.make_mesh()
+  batch = train_step.random_batch(config, 2)
+  host = train_step.host_initial_state(config, model, batch, mesh)
+  with jax.set_mesh(mesh):
+    placed = scene_trainer.initial_state(config, model, scene_trainer.device_batch(batch, mesh),
+                                         mesh)
+  host, placed = jax.tree.leaves_with_path(host), jax.tree.leaves_with_path(placed)
+  assert [path for path, _ in host] == [path for path, _ in placed]
+  for (_, a), (_, b) in zip(host, placed):
+    np.testing.assert_array_equal(a, b)
+    assert a.sharding == b.sharding

@@ -24,6 +24,9 @@ _TRAIN_VARIANTS = flags.DEFINE_list('train_variants', 'default,paper',
                                      'Config variants whose train step is measured.')
 _TRAIN_STAGES = flags.DEFINE_list('train_stages', 'diffusion,joint',
                                    'Train-step stages measured: diffusion and/or joint.')
+_TRAIN_INIT = flags.DEFINE_enum('train_init', 'device', ['device', 'host'],
+                                 'Create the train state on the default device, or on the host '
+                                 'CPU and then place it (compile-time experiment).')
 _EVAL_SCENES = flags.DEFINE_integer('eval_scenes', 100,
                                     'Test scenes for the DDPM vs DDIM pose metrics.')
 
@@ -45,7 +48,7 @@ def run_section(name, quick, load_config):
     return nearest.bench_nearest(quick)
   if name == 'train_step':
     return train_step.bench_train_step(quick, load_config, _TRAIN_VARIANTS.value,
-                                       _TRAIN_STAGES.value)
+                                       _TRAIN_STAGES.value, _TRAIN_INIT.value == 'host')
   if name == 'sampling':
     return sampling.bench_sampling(quick, load_config, _MODEL.value, _EVAL_SCENES.value)
   if name == 'mesh':

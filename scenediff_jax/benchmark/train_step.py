@@ -64,17 +64,33 @@ def plausible_statistics(config) -> scene_data.SceneStatistics:
       gaussians=unit(16), intrinsics=unit(s.intrinsic_size), image_size=IMAGE_SIZE)
 
 
-def bench_config(config, peak_flops, repeats, stages=STAGES) -> dict:
-  """The stages of one config: compile seconds, seconds per step, FLOPs, MFU."""
+def host_initial_state(config, model, batch, mesh):
+  """scene_trainer.initial_state, but created on the host CPU and then placed on the mesh."""
+  with jax.default_device(jax.devices('cpu')[0]):
+    state = scene_trainer.create_state(config, model, batch, scene_trainer.init_key(config))
+  with jax.set_mesh(mesh):
+    return jax.device_put(state, sharding.state_sharding(mesh, state))
+
+
+def bench_config(config, peak_flops, repeats, stages=STAGES, init_on_host=False) -> dict:
+  """The stages of one config: compile seconds, seconds per step, FLOPs, MFU.
+
+  `init_on_host`: create the state on the host CPU, then place it (an experiment: an H200
+  took 182 s to compile the paper-size init, a 2-core CPU 38 s).
+  """
   t = config.training
   model, schedule = make_model(config), scene_trainer.make_schedule(config)
   statistics = plausible_statistics(config)
   mesh = sharding.make_mesh()
-  rows = {'batch_size': t.batch_size}
+  rows = {'batch_size': t.batch_size, 'init_on_host': init_on_host}
+  start = time.perf_counter()
+  if init_on_host:
+    state = host_initial_state(config, model, random_batch(config, t.batch_size), mesh)
   with jax.set_mesh(mesh):
     batch = scene_trainer.device_batch(random_batch(config, t.batch_size), mesh)
-    start = time.perf_counter()
-    state = jax.block_until_ready(scene_trainer.initial_state(config, model, batch, mesh))
+    if not init_on_host:
+      state = scene_trainer.initial_state(config, model, batch, mesh)
+    state = jax.block_until_ready(state)
     rows['init_seconds'] = time.perf_counter() - start  # compiling init, mostly
     rows['parameters'] = int(sum(x.size for x in jax.tree.leaves(state.params)))
     logging.info('%s: %d parameters initialised in %.1f s; compiling the train step ...',
@@ -105,7 +121,7 @@ def bench_config(config, peak_flops, repeats, stages=STAGES) -> dict:
 
 
 def bench_train_step(quick: bool, load_config, variants=('default', 'paper'),
-                     stages=STAGES) -> dict:
+                     stages=STAGES, init_on_host=False) -> dict:
   peak = timing.matmul_peak(quick)
   result = {'matmul_peak': peak}
   if jax.default_backend() == 'gpu':  # the card's tensor-core ceiling, for reference
@@ -113,7 +129,7 @@ def bench_train_step(quick: bool, load_config, variants=('default', 'paper'),
   logging.info('matmul peak: %s', json.dumps(result))
   for variant in (['smoke'] if quick else variants):
     result[variant] = bench_config(load_config(variant), peak['flops_per_second'],
-                                   2 if quick else 5, stages)
+                                   2 if quick else 5, stages, init_on_host)
   measured = [result[v][s] for v in result if not v.startswith('matmul') for s in stages]
   result['check'] = {'passed': all(s['loss_finite'] and (s['flops_per_step'] or 0) > 0
                                    for s in measured),
