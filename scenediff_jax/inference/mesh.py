@@ -15,6 +15,9 @@ cell, for surface thinner than a coarse cell next to a marked one; finer levels 
 (it cost a 128^3 sphere 1.7x the queries) and rely on a closure pass: unknown corners of any fine
 cell whose values still cross 0 are queried until none is left. So every cell marching cubes
 triangulates has exact corners, and the mesh equals the dense one wherever the surface was found.
+
+Several objects (a scene's) are refined in lock step by `extract_meshes`: each round, the points
+all of them need share fixed-shape decoder calls, one object per row.
 """
 import functools
 import itertools
