@@ -65,11 +65,10 @@ def plausible_statistics(config) -> scene_data.SceneStatistics:
 
 
 def host_initial_state(config, model, batch, mesh):
-  """scene_trainer.initial_state, but created on the host CPU and then placed on the mesh."""
+  """scene_trainer.initial_state, but created on the host CPU (from a host `batch`) and then
+  placed on the mesh."""
   with jax.default_device(jax.devices('cpu')[0]):
-    state = scene_trainer.create_state(config, model, batch, scene_trainer.init_key(config))
-  with jax.set_mesh(mesh):
-    return jax.device_put(state, sharding.state_sharding(mesh, state))
+    return scene_trainer.initial_state(config, model, batch, mesh)
 
 
 def bench_config(config, peak_flops, repeats, stages=STAGES, init_on_host=False) -> dict:
@@ -83,11 +82,12 @@ def bench_config(config, peak_flops, repeats, stages=STAGES, init_on_host=False)
   statistics = plausible_statistics(config)
   mesh = sharding.make_mesh()
   rows = {'batch_size': t.batch_size, 'init_on_host': init_on_host}
+  host_batch = random_batch(config, t.batch_size)
   start = time.perf_counter()
   if init_on_host:
-    state = host_initial_state(config, model, random_batch(config, t.batch_size), mesh)
+    state = host_initial_state(config, model, host_batch, mesh)
   with jax.set_mesh(mesh):
-    batch = scene_trainer.device_batch(random_batch(config, t.batch_size), mesh)
+    batch = scene_trainer.device_batch(host_batch, mesh)
     if not init_on_host:
       state = scene_trainer.initial_state(config, model, batch, mesh)
     state = jax.block_until_ready(state)

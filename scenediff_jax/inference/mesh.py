@@ -231,7 +231,7 @@ def _evaluate_rows(occupancy_fn, points, rows, row_size, stats):
 def _corners(grid):
   """The 8 corner views [n, n, n] of the cells of a point grid [n + 1]^3."""
   n = grid.shape[0] - 1
-  return [grid[a:a + n, b:b + n, c:c + n] for a, b, c in itertools.product((0, 1), repeat=3)]
+  return [grid[a:a + n, b:b + n, c:c + n] for a, b, c in _OFFSETS]
 
 
 def _surface_cells(values, margin):
@@ -254,7 +254,7 @@ def _cells_to_points(cells):
   """Points [n + 1]^3 that are a corner of at least one marked cell [n]^3."""
   n = cells.shape[0]
   points = np.zeros((n + 1,) * 3, bool)
-  for a, b, c in itertools.product((0, 1), repeat=3):
+  for a, b, c in _OFFSETS:
     points[a:a + n, b:b + n, c:c + n] |= cells
   return points
 
@@ -303,4 +303,3 @@ def _marching_cubes(values, resolution, bounds):
   low, high = bounds
   verts = low + verts.astype(np.float64) * ((high - low) / resolution)
   return trimesh.Trimesh(verts, faces, process=False)
-

@@ -126,14 +126,14 @@ def device_batch(batch, mesh):
           for k in MODEL_INPUTS}
 
 
-def init_key(config):
+def _init_key(config):
   # The 'rbg' generator compiles init about twice as fast as threefry on a CPU.
   return jax.random.key(config.training.seed, impl='rbg')
 
 
 def initial_state(config, model, example_batch, mesh):
   """A fresh state, placed on the mesh by the sharding rules."""
-  state = create_state(config, model, example_batch, init_key(config))
+  state = create_state(config, model, example_batch, _init_key(config))
   return jax.device_put(state, sharding.state_sharding(mesh, state))
 
 
@@ -141,7 +141,7 @@ def restore_state(checkpointer, config, model, example_batch, mesh):
   """The latest checkpoint, restored onto the mesh by the sharding rules. Shapes come from
   tracing create_state (jax.eval_shape), so nothing is initialised or compiled first."""
   abstract = jax.eval_shape(functools.partial(create_state, config, model), example_batch,
-                            init_key(config))
+                            _init_key(config))
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
       sharding.state_sharding(mesh, abstract))
