@@ -6,6 +6,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from scenediff_jax.geometry import nearest_index, nearest_sq_dist
+from scenediff_jax.geometry.nearest import _first_min_index
 
 RNG = np.random.default_rng(0)
 
@@ -63,3 +64,22 @@ def test_vmaps_over_objects_like_the_training_loss():
   q, p = _clouds(batch=(4,), m=64, n=96)
   per_object = jax.vmap(lambda a, b: jnp.mean(nearest_sq_dist(a, b)))(q, p)
   np.testing.assert_allclose(per_object, np.mean(nearest_sq_dist(q, p), -1), rtol=1e-6)
+
+
+def test_ties_go_to_the_first_point_like_argmin():
+  # Every point appears twice, once in each half (so in different tiles), and some twice
+  # more inside one tile: the index must be the first copy, as a dense argmin gives.
+  base = RNG.normal(size=(300, 3)).astype(np.float32)
+  p = np.concatenate([base, base[:40], base])
+  q = base[RNG.integers(0, 300, 500)] + 1e-3
+  index = np.asarray(nearest_index(q, p, point_tile=64))
+  dense = np.argmin(np.sum((q[:, None] - p[None]) ** 2, -1), 1)
+  np.testing.assert_array_equal(index, dense)
+  assert np.all(index < 300)
+
+
+def test_first_min_index_is_argmin_with_ties_and_infinities():
+  x = RNG.integers(0, 4, (6, 50)).astype(np.float32)
+  x[2] = np.inf  # a query with no valid point
+  for axis in (0, 1):
+    np.testing.assert_array_equal(_first_min_index(jnp.asarray(x), axis), np.argmin(x, axis))
