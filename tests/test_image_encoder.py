@@ -1,6 +1,7 @@
 """The image encoder: ROI-align conventions (known answers and a slow reference), the
 per-object and layout conditions (shapes, what each depends on, box and camera encodings),
 the null condition, purity."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 
 from scenediff_jax.geometry import camera as camera_lib
 from scenediff_jax.models.image_encoder import (ImageEncoder, ResNet, box_encoding, camera_encoding,
-                                                feature_stride, num_groups, roi_align)
+                                                feature_stride, max_pool_3x3_stride_2, num_groups,
+                                                roi_align)
 
 TINY = dict(resnet_depth=18, base_width=8, num_stages=2, roi_size=4, roi_channels=8,
             feature_width=16, condition_size=16, box_frequencies=4)
@@ -104,6 +106,18 @@ def test_roi_align_matches_slow_reference_including_borders(stride, sampling_rat
   out = roi_align(jnp.asarray(features), boxes, 3, stride, sampling_ratio)
   expected = roi_align_reference(features, boxes, 3, stride, sampling_ratio)
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(2, 96, 128, 3), (1, 7, 9, 2)])
+def test_max_pool_equals_flax_max_pool_in_value_and_gradient(shape):
+  # Random values: no ties inside a window, so both gradients pick the same element.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  reference = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  np.testing.assert_array_equal(max_pool_3x3_stride_2(x), reference(x))
+  weights = jnp.asarray(rng.normal(size=reference(x).shape), jnp.float32)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
+  np.testing.assert_array_equal(grad(max_pool_3x3_stride_2), grad(reference))
 
 
 def test_group_counts_and_backbone_stride():
