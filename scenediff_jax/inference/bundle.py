@@ -22,6 +22,8 @@ import jax
 from jax import export
 import numpy as np
 
+from scenediff_jax import compiler
+
 FUNCTIONS = ('sample_scene', 'sample_unconditional', 'occupancy')
 METADATA = 'bundle.json'
 
@@ -76,7 +78,7 @@ class Bundle:
     for name in FUNCTIONS:
       with open(os.path.join(directory, f'{name}.jax_exported'), 'rb') as f:
         self.functions[name] = export.deserialize(bytearray(f.read()))
-      calls[name] = jax.jit(self.functions[name].call)  # no per-call retracing
+      calls[name] = compiler.jit(self.functions[name].call)  # no per-call retracing
     platform, exported_for = jax.default_backend(), self.functions['sample_scene'].platforms
     if not set(export_platforms(platform)) & set(exported_for):
       raise RuntimeError(f'This bundle was exported for {exported_for}, not {platform}.')

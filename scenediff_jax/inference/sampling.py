@@ -2,11 +2,10 @@
 its detections (or on the null condition), then un-normalised into boxes and shape codes."""
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scenediff_jax import diffusion
+from scenediff_jax import compiler, diffusion
 from scenediff_jax.geometry import boxes as boxes_lib, gmm, pose as pose_lib
 from scenediff_jax.models.scene_model import SceneModel
 
@@ -60,8 +59,8 @@ def make_sampler(model: SceneModel, schedule, config, *, unconditional=False):
   d = config.diffusion
   sample = scene_sampler(model, schedule, config, unconditional=unconditional)
   timesteps = jnp.asarray(diffusion.ddim_timesteps(schedule.num_timesteps, d.sampling_steps))
-  return jax.jit(lambda params, batch, key: sample(params, batch, key, timesteps,
-                                                   d.guidance_scale))
+  return compiler.jit(lambda params, batch, key: sample(params, batch, key, timesteps,
+                                                        d.guidance_scale))
 
 
 def decode(x0, batch, statistics):

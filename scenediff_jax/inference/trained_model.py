@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from scenediff_jax import compiler
 from scenediff_jax.geometry import gmm
 from scenediff_jax.inference import bundle
 
@@ -198,7 +199,7 @@ def load_workdir(workdir) -> InferenceModel:
 def from_parameters(config, statistics, params, shape_params, source='workdir') -> InferenceModel:
   """An InferenceModel of parameters in memory (a restored workdir, or fresh ones)."""
   sample_scene, sample_unconditional, occupancy = (
-      jax.jit(f) for f in inference_functions(config, statistics))
+      compiler.jit(f) for f in inference_functions(config, statistics))
   key_data = lambda seed: jax.random.key_data(jax.random.key(seed))
   d = config.diffusion
   host = lambda tree: jax.tree.map(np.asarray, tree)

@@ -20,7 +20,7 @@ import optax
 from flax.training import train_state
 import tqdm
 
-from scenediff_jax import diffusion
+from scenediff_jax import compiler, diffusion
 from scenediff_jax.models.scene_model import SceneModel, make_model
 from scenediff_jax.models import resnet_weights
 from scenediff_jax.training import checkpoints, losses, preemption, scene_data, sharding
@@ -46,7 +46,7 @@ def create_state(config, model, example_batch, key) -> TrainState:
   timesteps = jnp.zeros(b['image'].shape[:1], jnp.int32)
   noisy = {k: b[k] for k in DIFFUSED}
   # init under jit: compiled once, it is several times faster than op-by-op on a CPU.
-  params = jax.jit(model.init)(key, b, noisy, timesteps)
+  params = compiler.jit(model.init)(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
   total = t.diffusion_steps + t.joint_steps
@@ -57,7 +57,7 @@ def create_state(config, model, example_batch, key) -> TrainState:
                    optax.adamw(schedule, weight_decay=t.weight_decay))
 
   # Also under jit: op by op, an accelerator compiles each optimizer-state leaf on its own.
-  @jax.jit
+  @compiler.jit
   def state(params):
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                              ema_params=jax.tree.map(jnp.copy, params))
@@ -100,7 +100,7 @@ def make_train_step(model, schedule, statistics, config, mesh=None):
   compilation per stage). With a mesh, the new state keeps the state's sharding rules."""
   decay = config.training.ema_decay
 
-  @functools.partial(jax.jit, donate_argnums=0, static_argnums=3)
+  @functools.partial(compiler.jit, donate_argnums=0, static_argnums=3)
   def train_step(state, batch, key, align):
     grad_fn = jax.value_and_grad(functools.partial(
         loss_fn, model=model, schedule=schedule, statistics=statistics, config=config,
