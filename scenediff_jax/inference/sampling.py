@@ -2,6 +2,7 @@
 its detections (or on the null condition), then un-normalised into boxes and shape codes."""
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 

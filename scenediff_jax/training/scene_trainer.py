@@ -45,8 +45,9 @@ def create_state(config, model, example_batch, key) -> TrainState:
   t = config.training
   timesteps = jnp.zeros(b['image'].shape[:1], jnp.int32)
   noisy = {k: b[k] for k in DIFFUSED}
-  # init under jit: compiled once, it is several times faster than op-by-op on a CPU.
-  params = compiler.jit(model.init)(key, b, noisy, timesteps)
+  # init under jit: compiled once, it is several times faster than op-by-op on a CPU. (Plain
+  # jax.jit: abstract_state traces this function, and compiler options need a top-level jit.)
+  params = jax.jit(model.init)(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
   total = t.diffusion_steps + t.joint_steps
@@ -57,7 +58,7 @@ def create_state(config, model, example_batch, key) -> TrainState:
                    optax.adamw(schedule, weight_decay=t.weight_decay))
 
   # Also under jit: op by op, an accelerator compiles each optimizer-state leaf on its own.
-  @compiler.jit
+  @jax.jit
   def state(params):
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                              ema_params=jax.tree.map(jnp.copy, params))
