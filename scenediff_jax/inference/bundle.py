@@ -22,8 +22,6 @@ import jax
 from jax import export
 import numpy as np
 
-from scenediff_jax import compiler
-
 FUNCTIONS = ('sample_scene', 'sample_unconditional', 'occupancy')
 METADATA = 'bundle.json'
 
@@ -67,7 +65,9 @@ def export_platforms(backend):
 class Bundle:
   """The functions of a bundle with its parameters bound; inputs and outputs are numpy."""
 
-  def __init__(self, directory):
+  def __init__(self, directory, compiler_options=None):
+    """compiler_options: for jax.jit of the exported functions (the package passes
+    scenediff_jax.compiler.options(); this file runs without the package)."""
     if not is_bundle(directory):
       raise FileNotFoundError(f'{directory} is not an inference bundle (no {METADATA}).')
     with open(os.path.join(directory, METADATA)) as f:
@@ -78,7 +78,8 @@ class Bundle:
     for name in FUNCTIONS:
       with open(os.path.join(directory, f'{name}.jax_exported'), 'rb') as f:
         self.functions[name] = export.deserialize(bytearray(f.read()))
-      calls[name] = compiler.jit(self.functions[name].call)  # no per-call retracing
+      # jitted once: no per-call retracing.
+      calls[name] = jax.jit(self.functions[name].call, compiler_options=compiler_options)
     platform, exported_for = jax.default_backend(), self.functions['sample_scene'].platforms
     if not set(export_platforms(platform)) & set(exported_for):
       raise RuntimeError(f'This bundle was exported for {exported_for}, not {platform}.')

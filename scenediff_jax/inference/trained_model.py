@@ -189,7 +189,7 @@ def load(path) -> InferenceModel:
   kind, directory = locate(path)
   if kind == 'workdir':
     return load_workdir(directory)
-  return from_bundle(bundle.Bundle(directory))
+  return from_bundle(bundle.Bundle(directory, compiler.options()))
 
 
 def load_workdir(workdir) -> InferenceModel:
