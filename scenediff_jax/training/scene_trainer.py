@@ -46,7 +46,7 @@ def create_state(config, model, example_batch, key) -> TrainState:
   timesteps = jnp.zeros(b['image'].shape[:1], jnp.int32)
   noisy = {k: b[k] for k in DIFFUSED}
   # init under jit: compiled once, it is several times faster than op-by-op on a CPU. (Plain
-  # jax.jit: abstract_state traces this function, and compiler options need a top-level jit.)
+  # jax.jit: restore_state traces this function, and compiler options need a top-level jit.)
   params = jax.jit(model.init)(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
