@@ -3,8 +3,9 @@
 The three inference functions (trained_model.inference_functions) are `jax.export`ed for
 cpu, cuda and tpu with a symbolic batch dimension (and a symbolic step count and query
 count), next to the parameters as .npz, the config and statistics as JSON, and a copy of
-the loader (bundle.py) as load_bundle.py. The folder is written aside and renamed into place
-when complete.
+the loader (bundle.py) as load_bundle.py, and bundle.json with the SHA-256 of each of those
+files (checked at load). Non-finite parameters are refused. The folder is written aside and
+renamed into place when complete.
 """
 import json
 import os
@@ -51,12 +52,45 @@ def export_functions(config, statistics, scene_params, shape_params, platforms=P
 
 
 def export_bundle(workdir, platforms=PLATFORMS) -> str:
-  """Writes workdir/export/ and returns its path."""
+  """Writes the model of a training workdir as a bundle in workdir/export/.
+
+  Args:
+    workdir: the training workdir (config.json, statistics.json, checkpoints).
+    platforms: jax.export platforms to serialise the functions for.
+  Returns:
+    The bundle's path.
+  """
   config, statistics, scene_params, shape_params = trained_model.restore_workdir(workdir)
+  return write_bundle(os.path.join(workdir, 'export'), config, statistics, scene_params,
+                      shape_params, platforms)
+
+
+def write_bundle(target, config, statistics, scene_params, shape_params,
+                 platforms=PLATFORMS) -> str:
+  """Writes a bundle of these parameters to `target`, which appears complete or not at all.
+
+  Args:
+    target: the bundle folder (replaced if it exists).
+    config: the model's config.
+    statistics: its scene_data.SceneStatistics (image_size set).
+    scene_params, shape_params: the parameter trees.
+    platforms: jax.export platforms to serialise the functions for.
+  Returns:
+    `target`.
+  Raises:
+    trained_model.ModelError: a parameter holds NaN or infinity (nothing is written).
+  """
+  flat = bundle.flatten({'scene': jax.device_get(scene_params),
+                         'shape': jax.device_get(shape_params)})
+  bad = bundle.non_finite(flat)
+  if bad:  # a bundle of a diverged model would only sample NaN scenes
+    raise trained_model.ModelError(
+        f'Not exporting: parameters hold NaN or infinity (in {", ".join(bad[:3])}'
+        f'{" ..." if len(bad) > 3 else ""}); the training diverged: train again, or from an '
+        'earlier checkpoint.')
   # Plain nested dicts of numpy arrays: exactly the tree the loader rebuilds from params.npz.
-  scene_params = bundle.unflatten(bundle.flatten(jax.device_get(scene_params)))
-  shape_params = bundle.unflatten(bundle.flatten(jax.device_get(shape_params)))
-  exported = export_functions(config, statistics, scene_params, shape_params, platforms)
+  params = bundle.unflatten(flat)
+  exported = export_functions(config, statistics, params['scene'], params['shape'], platforms)
   d = config.diffusion
   metadata = {'image_size': list(statistics.image_size), 'max_objects': config.max_objects,
               'classes': list(CLASSES), 'num_parts': config.shape_model.num_parts,
@@ -64,18 +98,19 @@ def export_bundle(workdir, platforms=PLATFORMS) -> str:
               'num_timesteps': d.num_timesteps, 'sampling_steps': d.sampling_steps,
               'guidance_scale': d.guidance_scale, 'platforms': list(platforms),
               'jax_version': jax.__version__, 'config_name': config.name}
-  target = os.path.join(workdir, 'export')
   with atomic_directory(target) as staging:
     for name, e in exported.items():
       with open(os.path.join(staging, f'{name}.jax_exported'), 'wb') as f:
         f.write(e.serialize())
-    np.savez(os.path.join(staging, 'params.npz'),
-             **bundle.flatten({'scene': scene_params, 'shape': shape_params}))
+    np.savez(os.path.join(staging, bundle.PARAMS), **flat)
     with open(os.path.join(staging, 'statistics.json'), 'w') as f:
       f.write(statistics.to_json())
     with open(os.path.join(staging, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
     shutil.copyfile(bundle.__file__, os.path.join(staging, 'load_bundle.py'))
+    # Checksums of the files as written, checked by every load (bundle.check_files).
+    metadata['files'] = {name: bundle.file_sha256(os.path.join(staging, name))
+                         for name in sorted(os.listdir(staging))}
     with open(os.path.join(staging, bundle.METADATA), 'w') as f:
       json.dump(metadata, f, indent=2)
   logging.info('Inference bundle for %s written to %s', ', '.join(platforms), target)

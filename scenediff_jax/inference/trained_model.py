@@ -102,9 +102,37 @@ def inference_functions(config, statistics):
 
 
 def read_config(workdir):
+  """The config a workdir was trained with (its config.json).
+
+  Args:
+    workdir: the training workdir.
+  Returns:
+    The ml_collections.ConfigDict.
+  Raises:
+    FileNotFoundError: there is no config.json.
+    ModelError: config.json is not a JSON object or has no positive integer max_objects.
+  """
   path = os.path.join(workdir, 'config.json')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+      raise ModelError(f'{path} is not valid JSON ({error}): {_config_fix(workdir)}') from None
+  if not isinstance(config, dict):
+    raise ModelError(f'{path} is not a JSON object: {_config_fix(workdir)}')
+  n = config.get('max_objects')
+  if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    raise ModelError(f'{path} has no positive integer "max_objects" (got {json.dumps(n)}): '
+                     f'{_config_fix(workdir)}')
+  return ml_collections.ConfigDict(config)
+
+
+def _config_fix(workdir):
+  """What to do about a damaged config.json: the model cannot be rebuilt without it."""
+  copy = os.path.join(workdir, 'export', 'config.json')  # every bundle holds one
+  if os.path.isfile(copy):
+    return f'restore it (the bundle exported from this workdir holds a copy: {copy}).'
+  return 'restore it from a copy of the workdir, or train again in a new --workdir.'
 
 
 def read_statistics(workdir):
@@ -155,8 +183,21 @@ def is_workdir(path):
 
 
 def locate(path):
-  """('workdir' | 'bundle', directory) for a training workdir (with checkpoints/scene) or an
-  export bundle (a workdir's export/ or the bundle folder itself); ModelError otherwise."""
+  """Which kind of model a path is.
+
+  Args:
+    path: a training workdir (with checkpoints/scene) or an export bundle (a workdir's
+      export/ or the bundle folder itself).
+  Returns:
+    ('workdir' | 'bundle', the model's directory).
+  Raises:
+    ModelError: the path is a file, missing, or neither kind of model.
+  """
+  if os.path.isfile(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    hint = f' (here: {folder})' if is_workdir(folder) or bundle.is_bundle(folder) else ''
+    raise ModelError(f'Model path {path} is a file, not a model folder: give the training '
+                     f'workdir or the export bundle folder that holds bundle.json{hint}.')
   if not os.path.isdir(path):
     raise ModelError(f'Model path {path} does not exist: give a training workdir or an export '
                      'bundle folder.')
@@ -171,25 +212,50 @@ def locate(path):
 
 
 def input_size(path):
-  """(image_size (H, W), max_objects) of a model, read without loading it."""
+  """The input size of a model, read cheaply (no parameters: `load` checks those).
+
+  Args:
+    path: a training workdir or export bundle (see `locate`).
+  Returns:
+    (image_size (H, W), max_objects).
+  Raises:
+    ModelError: not a model, or the fields read are missing or wrong.
+  """
   kind, directory = locate(path)
+  if kind == 'bundle':
+    try:
+      metadata = bundle.read_metadata(directory, ('image_size', 'max_objects'))
+    except bundle.BundleError as error:
+      raise ModelError(str(error)) from None
+    return tuple(metadata['image_size']), metadata['max_objects']
   try:
-    if kind == 'bundle':
-      with open(os.path.join(directory, bundle.METADATA)) as f:
-        metadata = json.load(f)
-      return tuple(metadata['image_size']), metadata['max_objects']
-    return read_statistics(directory).image_size, read_config(directory).max_objects
+    max_objects = read_config(directory).max_objects  # first: it names a damaged config.json
+    return read_statistics(directory).image_size, max_objects
+  except ModelError:
+    raise
   except (OSError, ValueError, KeyError) as error:
     raise ModelError(f'{path} looks like a model but cannot be read ({error}); export or '
                      'train it again.') from None
 
 
 def load(path) -> InferenceModel:
-  """The model at `path` (see `locate`), ready to sample."""
+  """The model at `path`, ready to sample.
+
+  Args:
+    path: a training workdir or export bundle (see `locate`).
+  Returns:
+    The InferenceModel.
+  Raises:
+    ModelError: not a model, or an incomplete or damaged one (a bundle is checked in full,
+      every file against its checksum, before anything runs).
+  """
   kind, directory = locate(path)
   if kind == 'workdir':
     return load_workdir(directory)
-  return from_bundle(bundle.Bundle(directory, compiler.options()))
+  try:
+    return from_bundle(bundle.Bundle(directory, compiler.options()))
+  except bundle.BundleError as error:
+    raise ModelError(str(error)) from None
 
 
 def load_workdir(workdir) -> InferenceModel:
@@ -217,6 +283,13 @@ def from_parameters(config, statistics, params, shape_params, source='workdir') 
 
 
 def from_bundle(b) -> InferenceModel:
+  """The InferenceModel of a loaded bundle.
+
+  Args:
+    b: a bundle.Bundle (its metadata checked when it was constructed).
+  Returns:
+    The InferenceModel, source 'bundle'.
+  """
   m = b.metadata
   return InferenceModel(
       image_size=tuple(m['image_size']), max_objects=m['max_objects'],
