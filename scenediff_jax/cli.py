@@ -16,6 +16,42 @@ def quiet_libraries():
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
+MESH_RESOLUTIONS = (16, 32, 64, 128, 256)  # 16·2^k cells per axis; 512 takes minutes per object
+
+
+class UsageError(ValueError):
+  """A flag value that cannot work (exit status 2, like bad input)."""
+
+
+def check_mesh_resolution(value):
+  """`--mesh_resolution` of predict and sample, checked before any work.
+
+  Args:
+    value: the flag's value.
+  Raises:
+    UsageError: unless value is one of MESH_RESOLUTIONS.
+  """
+  if value not in MESH_RESOLUTIONS:
+    raise UsageError(f'--mesh_resolution={value}: use '
+                     f'{", ".join(map(str, MESH_RESOLUTIONS[:-1]))} or {MESH_RESOLUTIONS[-1]}.')
+
+
+def check_count(flag, value, what, most=None):
+  """A flag that counts something: at least 1 and, when `most` is given, at most that.
+
+  Args:
+    flag: its name without dashes, e.g. 'num'.
+    value: its value.
+    what: what it counts, for the message, e.g. 'scenes to draw'.
+    most: the largest value that works (None: no limit), with why in `what`.
+  Raises:
+    UsageError: when value is out of range.
+  """
+  if value < 1 or (most is not None and value > most):
+    bound = 'at least 1' if most is None else f'1 to {most}'
+    raise UsageError(f'--{flag}={value}: give {bound} ({what}).')
+
+
 def fail(program, error, status=2):
   """Ends the program with one line on stderr (no traceback): what is wrong, how to fix it."""
   sys.stderr.write(f'{program}: error: {" ".join(str(error).split())}\n')

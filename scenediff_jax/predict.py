@@ -3,10 +3,25 @@
 IN is one folder in the Total3D/Im3D demo format (img.jpg, cam_K.txt, detections.json) or a
 folder of them; M a training workdir or an export bundle. For each input the scene is sampled
 once (DDIM), every detected object is meshed, and OUT (or OUT/<folder name> for a folder of
-inputs) receives scene.glb, one .ply per object, boxes.json and preview.png, written aside and
-renamed into place when complete. Bad input stops before anything is written, with exit
-status 2 and one line on stderr saying what is wrong and how to fix it.
+inputs) receives scene.glb, one .ply per object, boxes.json and preview.png.
+
+Nothing of the user's is lost: the files are written INTO the folder, never over it. They are
+staged in a hidden folder inside it and renamed into place, boxes.json last; other files stay,
+and only files of the same names (and the object PLYs of an earlier prediction that boxes.json
+lists and the new one does not write) are replaced or removed. A failed write leaves the folder
+as it was. An OUT that is a file, lies under a file, or is (or contains) an input folder is
+refused.
+
+Every failure ends in one line on stderr, `predict: error: ...`:
+  - exit 2: a bad flag, model or input, before anything is written. A folder of inputs is
+    checked whole first: every bad one gets a warning naming it, and the good ones are
+    predicted; --strict stops instead, as does a folder whose inputs are all bad.
+  - exit 1: at run time, writing failed (a full or read-only disk: the line names the folder
+    and the OS error), or some inputs of a folder were bad or failed (the summary line names
+    each; the others are written).
 """
+import contextlib
+import errno
 import os
 
 from absl import app, flags, logging
@@ -26,14 +41,14 @@ _STEPS = flags.DEFINE_integer('steps', None, 'DDIM steps (default: the model con
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'Classifier-free guidance scale (default: the '
                                'model config\'s; 1 = plain conditional sampling).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed of the first input (then seed + 1, ...).')
-_MESH_RESOLUTION = flags.DEFINE_integer('mesh_resolution', 64, 'Marching-cubes cells per axis '
-                                        '(a power-of-two multiple of 16).')
+_MESH_RESOLUTION = flags.DEFINE_integer('mesh_resolution', 64, 'Marching-cubes cells per axis: '
+                                        '16, 32, 64, 128 or 256.')
+_STRICT = flags.DEFINE_bool('strict', False, 'With a folder of inputs: stop (exit 2, nothing '
+                            'written) if any is bad, instead of predicting the good ones.')
 flags.mark_flags_as_required(['model', 'input', 'output'])
 
 
-
-class UsageError(ValueError):
-  """A flag value that cannot work (exit status 2, like bad input)."""
+UsageError = cli.UsageError  # a flag value that cannot work (exit status 2, like bad input)
 
 
 def model_batch(scene: demo_input.DemoInput, max_objects):
@@ -47,6 +62,17 @@ def model_batch(scene: demo_input.DemoInput, max_objects):
 
 
 def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolution):
+  """Samples one scene, meshes its objects and writes them into output_dir.
+
+  Args:
+    model: a trained_model.InferenceModel.
+    scene: the demo_input.DemoInput.
+    output_dir: the folder the files go into (its other files are left alone).
+    seed, steps, guidance: of the DDIM sampler.
+    mesh_resolution: marching-cubes cells per axis.
+  Returns:
+    output_dir.
+  """
   batch = model_batch(scene, model.max_objects)
   sampled = model.sample_scene(batch, seed, steps, guidance)
   n = len(scene.classes)
@@ -56,45 +82,155 @@ def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolut
       class_index=int(scene.classes[k]), score=float(scene.scores[k]),
       bbox2d=scene.original_bbox2d[k], box=sampled['boxes'][0, k], mesh=meshes[k])
              for k in range(n)]
-  return scene_files.write_scene(output_dir, image=scene.original_image, K=scene.original_K,
-                                 world_to_cam=scene.world_to_cam, objects=objects,
-                                 layout=sampled['layout'][0])
+  return scene_files.write_scene_into(output_dir, image=scene.original_image,
+                                      K=scene.original_K, world_to_cam=scene.world_to_cam,
+                                      objects=objects, layout=sampled['layout'][0])
 
 
 def check_flags():
   if _STEPS.value is not None and _STEPS.value < 1:
     raise UsageError(f'--steps={_STEPS.value}: give a positive number of DDIM steps.')
-  resolution = _MESH_RESOLUTION.value
-  if resolution < trained_model.COARSE_RESOLUTION or (resolution // trained_model.COARSE_RESOLUTION) & (
-      resolution // trained_model.COARSE_RESOLUTION - 1) or resolution % trained_model.COARSE_RESOLUTION:
-    raise UsageError(f'--mesh_resolution={resolution}: use 16, 32, 64, 128 or 256.')
+  cli.check_mesh_resolution(_MESH_RESOLUTION.value)
   for name, value in (('pitch', _PITCH.value), ('roll', _ROLL.value),
                       ('guidance', _GUIDANCE.value)):
     if value is not None and not np.isfinite(value):
       raise UsageError(f'--{name}={value}: give a finite number.')
 
 
+def check_output(output, inputs):
+  """Refuses an --output that predict must not write into, before anything is read.
+
+  Args:
+    output: the --output value.
+    inputs: the input demo folders; an output equal to or above one of them would put the
+      results among the inputs (one inside an input folder is fine).
+  Raises:
+    UsageError: output is empty, a file (or anything but a folder), under a file, or equal to
+      or an ancestor of an input folder.
+  """
+  if not output:
+    raise UsageError('--output is empty: give the folder the results go to.')
+  path = os.path.realpath(output)
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = 'is a file' if existing == path else f'is under the file {existing}'
+    raise UsageError(f'--output={output} {where}: give a folder (it is created if missing).')
+  for folder in inputs:
+    folder = os.path.realpath(folder)
+    if os.path.commonpath([path, folder]) == path:
+      what = ('is the input folder' if folder == path else
+              f'contains the input folder {folder}')
+      raise UsageError(f'--output={output} {what}: give a folder that holds no input (one '
+                       f'inside an input folder, e.g. {os.path.join(folder, "prediction")}, '
+                       'is fine).')
+
+
+def write_error(output_dir, error):
+  """One line for a scene that could not be written: the folder, the error (for an OSError
+  the OS's words and code, e.g. ENOSPC), and that the folder is as it was."""
+  if isinstance(error, OSError) and error.strerror:
+    code = errno.errorcode.get(error.errno)
+    reason = f'{error.strerror} ({code})' if code else error.strerror
+    return (f'{output_dir}: cannot write the prediction: {reason}; the folder is as it was '
+            '(free some space or give a writable --output).')
+  return (f'{output_dir}: the prediction failed ({type(error).__name__}: {error}); the folder '
+          'is as it was.')
+
+
+def bad_inputs(folders, read):
+  """Reads and checks every input (dropping each once checked, so that a folder of many
+  photos is never in memory at once); warns once per bad one.
+
+  Args:
+    folders: the demo folders.
+    read: folder → demo_input.DemoInput, raising demo_input.InputError.
+  Returns:
+    {folder: its InputError} of the bad ones.
+  """
+  bad = {}
+  for folder in folders:
+    try:
+      read(folder)
+    except demo_input.InputError as error:
+      logging.warning('%s: bad input: %s', os.path.basename(folder), error)
+      bad[folder] = error
+  return bad
+
+
+@contextlib.contextmanager
+def _quiet():
+  """For reading an input a second time: its warnings were logged when it was checked."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def _listing(failures):
+  return '; '.join(f'{os.path.basename(f)} ({" ".join(str(e).split())})'
+                   for f, e in failures.items())
+
+
 def run():
   check_flags()
   folders = demo_input.find_inputs(_INPUT.value)
+  check_output(_OUTPUT.value, folders)
+  single = len(folders) == 1 and os.path.abspath(folders[0]) == os.path.abspath(_INPUT.value)
   image_size, max_objects = trained_model.input_size(_MODEL.value)
+  read = lambda folder: demo_input.read_demo_input(folder, image_size, max_objects,
+                                                   _PITCH.value, _ROLL.value)
   # Every input is read and checked before the model is loaded or anything is written.
-  scenes = [demo_input.read_demo_input(f, image_size, max_objects, _PITCH.value, _ROLL.value)
-            for f in folders]
+  if single:
+    scene, bad = read(folders[0]), {}
+  else:
+    bad = bad_inputs(folders, read)
+    if bad and (_STRICT.value or len(bad) == len(folders)):
+      which = 'every input is bad' if len(bad) == len(folders) else (
+          f'{len(bad)} of {len(folders)} inputs are bad (--strict)')
+      raise demo_input.InputError(f'{which}; nothing was written: {_listing(bad)}')
   model = trained_model.load(_MODEL.value)
   steps = _STEPS.value or model.sampling_steps
   if steps > model.num_timesteps:
     raise UsageError(f'--steps={steps}: the model was trained with {model.num_timesteps} '
                      'timesteps; use at most that many.')
   guidance = model.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-  single = len(folders) == 1 and os.path.abspath(folders[0]) == os.path.abspath(_INPUT.value)
-  os.makedirs(_OUTPUT.value, exist_ok=True)
-  for i, scene in enumerate(tqdm.tqdm(scenes, desc='predict', unit='scene',
-                                      disable=len(scenes) == 1)):
-    output_dir = _OUTPUT.value if single else os.path.join(_OUTPUT.value, scene.name)
-    path = reconstruct(model, scene, output_dir, seed=_SEED.value + i, steps=steps,
-                       guidance=guidance, mesh_resolution=_MESH_RESOLUTION.value)
-    logging.info('%s: %d objects → %s', scene.name, len(scene.classes), path)
+  settings = dict(steps=steps, guidance=guidance, mesh_resolution=_MESH_RESOLUTION.value)
+
+  if single:
+    try:
+      reconstruct(model, scene, _OUTPUT.value, seed=_SEED.value, **settings)
+    except OSError as error:
+      cli.fail('predict', write_error(_OUTPUT.value, error), status=1)
+    logging.info('%s: %d objects → %s', scene.name, len(scene.classes), _OUTPUT.value)
+    return
+
+  failed = dict(bad)
+  good = [(i, f) for i, f in enumerate(folders) if f not in bad]
+  for i, folder in tqdm.tqdm(good, desc='predict', unit='scene'):
+    output_dir = os.path.join(_OUTPUT.value, os.path.basename(folder))
+    try:
+      with _quiet():
+        scene = read(folder)  # again: one decoded image at a time
+      # The seed follows the input's place in the folder, whichever others are bad.
+      reconstruct(model, scene, output_dir, seed=_SEED.value + i, **settings)
+    except Exception as error:  # pylint: disable=broad-except
+      # One scene's failure (a full disk, a mesh that cannot be written) stops no other.
+      reason = (str(error) if isinstance(error, demo_input.InputError) else
+                write_error(output_dir, error))
+      logging.warning('%s: failed: %s', os.path.basename(folder), reason)
+      logging.debug('%s: the failure', folder, exc_info=True)  # with --verbosity=1
+      failed[folder] = reason
+      continue
+    logging.info('%s: %d objects → %s', scene.name, len(scene.classes), output_dir)
+  done = len(folders) - len(failed)
+  if failed:
+    cli.fail('predict', f'predicted {done} of {len(folders)} scenes into {_OUTPUT.value}; '
+             f'failed: {_listing(failed)}', status=1)
+  logging.info('predicted %d scenes into %s', done, _OUTPUT.value)
 
 
 def main(argv):

@@ -28,7 +28,8 @@ _OBJECTS = flags.DEFINE_integer('objects', 6, 'Objects per scene (at most the mo
 _OUTPUT = flags.DEFINE_string('output', None, 'Where the results go (created if missing).')
 _STEPS = flags.DEFINE_integer('steps', None, 'DDIM steps (default: the model config\'s).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
-_MESH_RESOLUTION = flags.DEFINE_integer('mesh_resolution', 64, 'Marching-cubes cells per axis.')
+_MESH_RESOLUTION = flags.DEFINE_integer('mesh_resolution', 64, 'Marching-cubes cells per axis: '
+                                        '16, 32, 64, 128 or 256.')
 flags.mark_flags_as_required(['model', 'output'])
 
 GAP = 0.3  # metres between neighbouring objects in scene.glb
@@ -69,12 +70,19 @@ def contact_sheet(rows):
   return Image.fromarray(sheet)
 
 
+def check_flags():
+  """Every flag checked before the model is loaded (its size is read without loading it)."""
+  cli.check_count('num', _NUM.value, 'scenes to draw')
+  cli.check_mesh_resolution(_MESH_RESOLUTION.value)
+  if _STEPS.value is not None:
+    cli.check_count('steps', _STEPS.value, 'DDIM steps')
+  cli.check_count('objects', _OBJECTS.value, 'objects per scene; the model\'s N_max is the most',
+                  most=trained_model.input_size(_MODEL.value)[1])
+
+
 def run():
+  check_flags()
   model = trained_model.load(_MODEL.value)
-  if not 1 <= _OBJECTS.value <= model.max_objects:
-    raise ValueError(f'--objects={_OBJECTS.value}: give 1 to {model.max_objects} (the model\'s N_max).')
-  if _NUM.value < 1:
-    raise ValueError(f'--num={_NUM.value}: draw at least one scene.')
   mask = np.zeros((_NUM.value, model.max_objects), bool)
   mask[:, :_OBJECTS.value] = True
   drawn = model.sample_unconditional(mask, _SEED.value, _STEPS.value or model.sampling_steps)

@@ -247,6 +247,8 @@ def _read_detections(path):
       detections = json.load(f)
   except (OSError, UnicodeDecodeError, ValueError) as e:
     raise InputError(f'{path}: not valid JSON ({e}); {fix}') from e
+  except RecursionError:  # '[' * 100000: json recurses once per level
+    raise InputError(f'{path}: nested too deeply to be detections; {fix}') from None
   if not isinstance(detections, list):
     raise InputError(f'{path}: the top level is a {type(detections).__name__}, not a list; {fix}')
   if not detections:

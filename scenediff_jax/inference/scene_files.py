@@ -7,21 +7,29 @@ Frames:
     nowhere else: (x, y, z) ↦ (x, −y, −z), a 180° rotation about x (det +1, so faces keep
     their winding and the result is still right-handed: glTF's +y is up, −z forward).
 
-The folder is written atomically: everything goes to a hidden temporary sibling that is
-renamed into place only once complete, so a reader never sees half a scene and a failed write
-leaves the previous output untouched.
+Two ways to write one, both all-or-nothing (a failed write leaves what was there untouched):
+  - `write_scene_into` (predict): into a folder that may hold the user's other files. The files
+    are written to a hidden staging folder inside it, then each is renamed into place,
+    boxes.json last; only files of the same names, and those a previous boxes.json of ours
+    lists ("files"), are replaced or removed.
+  - `write_scene`: a folder the caller owns, replaced as a whole (atomic_directory).
 """
 import dataclasses
+import errno
 import json
 import os
+import re
+import shutil
+import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw
 import trimesh
 
 from scenediff_jax.geometry.boxes import EDGES, box_corners, canonical_to_world
+from scenediff_jax.geometry.camera import scale_intrinsics
 from scenediff_jax.geometry.classes import CLASSES
-from scenediff_jax.inference.atomic_dir import atomic_directory
+from scenediff_jax.inference.atomic_dir import atomic_directory, remove_dead_staging
 from scenediff_jax.inference.scene_preview import (LAYOUT_COLOUR, TOP_DOWN_BACKGROUND,
                                                    _draw_wireframe, _top_down, captioned_row,
                                                    class_colour, draw_wireframes)
@@ -32,6 +40,10 @@ FRAME = ('W: camera centre at the origin with pitch and roll undone; x right, y 
          '(gravity), z forward; metres. PLY files use W; scene.glb is glTF y-up: (x, -y, -z).')
 TITLES = ('input + boxes', 'top-down', 'novel view')
 NOVEL_EYE = (1.0, -1.5, -1.0)  # metres in W: right of, 1.5 m above and 1 m behind the camera
+MAX_PANEL_SIZE = 1024  # pixels: a 6000×4000 photo gets a 1024×683 preview panel, not 6000×4000
+STAGING_PREFIX = '.predict-tmp-'  # + '<pid>-<random>': a killed run's is recognised and removed
+# What write_scene_into may replace or remove: its own file names, never a path elsewhere.
+OUTPUT_FILE = re.compile(r'object_[0-9]+_\w+\.ply|scene\.glb|preview\.png|boxes\.json')
 
 
 @dataclasses.dataclass
@@ -164,10 +176,16 @@ def novel_view(meshes_world, classes, size, *, layout=None, target=None, eye=NOV
 
 def preview(image, K, world_to_cam, meshes_world, boxes, classes, layout=None,
             line_width=2) -> Image.Image:
-  """Input with box wireframes | top-down | novel view, each the input's size, captioned."""
+  """Input with box wireframes | top-down | novel view, each the input's size (downscaled to
+  at most MAX_PANEL_SIZE a side, with K), captioned."""
   image = np.asarray(image, np.uint8)
   h, w = image.shape[:2]
   K, R = np.asarray(K, np.float64), np.asarray(world_to_cam, np.float64)
+  scale = MAX_PANEL_SIZE / max(h, w)
+  if scale < 1:  # the 3D boxes project through K, so scaling K scales them with the image
+    w, h = max(round(w * scale), 1), max(round(h * scale), 1)
+    K = scale_intrinsics(K, w / image.shape[1], h / image.shape[0])
+    image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR), np.uint8)
   boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
   classes = np.asarray(classes, np.int64).reshape(-1)
 
@@ -205,31 +223,136 @@ def boxes_json(objects, layout, K, world_to_cam):
   }
 
 
-def _write_contents(directory, image, K, world_to_cam, objects, layout):
+def _write_contents(directory, image, K, world_to_cam, objects, layout, list_files=False):
+  """Writes the scene's files into `directory`; returns their names, boxes.json last.
+  list_files: record them in boxes.json as "files" (what a later write may remove)."""
   names = [object_name(k, o.class_index) for k, o in enumerate(objects)]
+  files = [f'{name}.ply' for name in names] + ['scene.glb', 'preview.png', 'boxes.json']
   meshes = [world_mesh(o) for o in objects]
   for mesh, name in zip(meshes, names):
     mesh.export(os.path.join(directory, f'{name}.ply'))
   scene_glb(meshes, names, layout).export(os.path.join(directory, 'scene.glb'))
+  record = boxes_json(objects, layout, K, world_to_cam)
+  if list_files:
+    record['files'] = files
   with open(os.path.join(directory, 'boxes.json'), 'w') as f:
-    json.dump(boxes_json(objects, layout, K, world_to_cam), f, indent=1)
+    json.dump(record, f, indent=1)
   boxes = np.array([np.asarray(o.box, np.float64) for o in objects]).reshape(-1, 7)
   classes = [o.class_index for o in objects]
   preview(image, K, world_to_cam, meshes, boxes, classes, layout).save(
       os.path.join(directory, 'preview.png'))
+  return files
 
 
 def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
                 layout) -> str:
-  """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png, atomically.
+  """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png, atomically,
+  as the whole of output_dir (for a folder the caller owns; predict uses write_scene_into).
 
   image uint8 [H, W, 3] (the original image), K its 3×3 intrinsics, world_to_cam 3×3
   (X_c = R · X_w), layout the room box [7] (None: no room). Objects without a mesh get their
   box as one ("mesh": "box" in boxes.json). Everything is written to a sibling
-  `.<name>.tmp-<random>` that replaces output_dir only when complete (an existing one is
+  `.<name>.tmp-<pid>-<random>` that replaces output_dir only when complete (an existing one is
   renamed aside first and deleted last); on any exception the temporary folder is removed and
   output_dir is left as it was. Returns output_dir.
   """
   with atomic_directory(output_dir) as staging:
     _write_contents(staging, image, K, world_to_cam, objects, layout)
   return os.fspath(output_dir)
+
+
+def _previous_files(output_dir):
+  """The files a previous write_scene_into listed in output_dir/boxes.json (only our own file
+  names; nothing when there is no such list, e.g. a boxes.json of someone else's)."""
+  try:
+    with open(os.path.join(output_dir, 'boxes.json')) as f:
+      files = json.load(f).get('files')
+  except (OSError, ValueError, RecursionError, AttributeError):
+    return []
+  if not isinstance(files, list):
+    return []
+  return [f for f in files if isinstance(f, str) and OUTPUT_FILE.fullmatch(f)]
+
+
+def _missing_folders(path):
+  """The folders os.makedirs(path) would create, outermost first."""
+  missing = []
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    missing.insert(0, path)
+    path = os.path.dirname(path)
+  return missing
+
+
+def _commit(staging, output_dir, files, stale):
+  """Renames `files` from staging into output_dir (boxes.json, the last, commits) and
+  removes `stale`; what they replace or remove is first renamed into staging/.previous, so
+  that any failure puts everything back as it was."""
+  backup = os.path.join(staging, '.previous')
+  os.mkdir(backup)
+  done = []  # (name, a previous file was moved aside, the new one was moved in)
+  try:
+    for name in [*stale, *files]:
+      target = os.path.join(output_dir, name)
+      if os.path.isdir(target) and not os.path.islink(target):  # the user's folder, not ours
+        if name in stale:
+          continue
+        raise IsADirectoryError(errno.EISDIR, f'a folder is in the way of {name}', target)
+      had = os.path.lexists(target)
+      if had:
+        os.rename(target, os.path.join(backup, name))
+      done.append([name, had, False])
+      if name in files:
+        os.rename(os.path.join(staging, name), target)
+        done[-1][2] = True
+  except BaseException:
+    for name, had, moved_in in reversed(done):
+      target = os.path.join(output_dir, name)
+      if moved_in:
+        os.remove(target)
+      if had:
+        os.rename(os.path.join(backup, name), target)
+    raise
+
+
+def write_scene_into(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
+                     layout) -> str:
+  """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png into output_dir
+  (created if missing), leaving every other file there alone.
+
+  The files are written to a hidden `.predict-tmp-<pid>-<random>` folder inside output_dir
+  (the same file system, so moving them is a rename), then each replaces the file of its name,
+  boxes.json last. boxes.json lists them ("files"); files that a previous boxes.json listed and
+  this scene does not write (object PLYs of a scene with more objects) are removed. On any
+  exception output_dir is left as it was (and removed again if this call created it). Staging
+  folders of dead processes (a killed run) are removed on entry.
+
+  Args:
+    output_dir: the folder to write into.
+    image: uint8 [H, W, 3], the original image.
+    K: its 3×3 intrinsics.
+    world_to_cam: 3×3 (X_c = R · X_w).
+    objects: the scene's objects; those without a mesh get their box as one.
+    layout: the room box [7], or None.
+  Returns:
+    output_dir.
+  """
+  output_dir = os.fspath(output_dir)
+  created = _missing_folders(os.path.abspath(output_dir))
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    remove_dead_staging(output_dir, STAGING_PREFIX)
+    staging = tempfile.mkdtemp(prefix=f'{STAGING_PREFIX}{os.getpid()}-', dir=output_dir)
+    try:
+      files = _write_contents(staging, image, K, world_to_cam, objects, layout, list_files=True)
+      stale = [f for f in dict.fromkeys(_previous_files(output_dir)) if f not in files]
+      _commit(staging, output_dir, files, stale)
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  except BaseException:
+    for folder in reversed(created):  # only the folders this call made, and only if empty
+      try:
+        os.rmdir(folder)
+      except OSError:
+        break
+    raise
+  return output_dir
