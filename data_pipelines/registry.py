@@ -29,6 +29,10 @@ class DataMissing(RuntimeError):
   """A real dataset's files are not in its manual directory: the message says what to put where."""
 
 
+class DataDamaged(DataMissing):
+  """A built dataset lacks shard files or holds fewer bytes than it recorded."""
+
+
 def default_data_dir() -> str:
   """Where TFDS data lives unless a config says otherwise: under the user's cache."""
   cache = os.environ.get('XDG_CACHE_HOME', os.path.join(os.path.expanduser('~'), '.cache'))
@@ -53,6 +57,7 @@ def build(name: str, data_dir: str, size: str = 'default', seed: int = 0, manual
   Real datasets read `manual_dir`; `DataMissing` says what is missing there."""
   b = get_builder(name, data_dir, size, seed)
   if b.is_prepared():
+    check_shards(b)
     logging.info('%s/%s is already built in %s.', name, b.builder_config.name, b.data_dir)
     return b
   download_config = None
@@ -62,6 +67,27 @@ def build(name: str, data_dir: str, size: str = 'default', seed: int = 0, manual
   logging.info('Building %s/%s into %s ...', name, b.builder_config.name, b.data_dir)
   b.download_and_prepare(download_config=download_config)
   return b
+
+
+def check_shards(builder) -> None:
+  """DataDamaged unless every shard file of every split is there with the bytes that
+  dataset_info.json recorded (a copy cut short, a deleted shard)."""
+  problems = []
+  for split, info in builder.info.splits.items():
+    paths = [os.fspath(p) for p in info.filepaths]
+    missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
+    if missing:
+      problems.append(f'split {split} lacks {", ".join(missing)}')
+      continue
+    on_disk = sum(os.path.getsize(p) for p in paths)
+    if info.num_bytes and on_disk != int(info.num_bytes):
+      problems.append(f'split {split} holds {on_disk:,} bytes of the {int(info.num_bytes):,} '
+                      f'recorded ({", ".join(os.path.basename(p) for p in paths)})')
+  if problems:
+    directory = os.fspath(builder.data_dir)
+    raise DataDamaged(f'The {builder.name} dataset in {directory} is damaged: '
+                      f'{"; ".join(problems)}. Delete {directory} and rerun (or run '
+                      '--mode=build_data) to build it again.')
 
 
 def check_manual_dir(name: str, manual_dir: str) -> None:
@@ -92,13 +118,17 @@ def shape_builder(config, prepare: bool = True):
 
 
 def check_available(config, shapes: bool = True) -> None:
-  """DataMissing early (before a workdir is touched) when a real dataset can't be built."""
+  """DataMissing early (before a workdir is touched) when a real dataset can't be built, or
+  DataDamaged when a built one lost files."""
   d = config.data
   wanted = [(d.name, d.get('manual_dir'))]
   if shapes and d.get('shape_name'):
     wanted.append((d.shape_name, d.get('shape_manual_dir', d.get('manual_dir'))))
   for name, manual_dir in wanted:
-    if name not in SYNTHETIC and not get_builder(name, config.data_dir, d.size, d.seed).is_prepared():
+    builder = get_builder(name, config.data_dir, d.size, d.seed)
+    if builder.is_prepared():
+      check_shards(builder)
+    elif name not in SYNTHETIC:
       check_manual_dir(name, manual_dir)
 
 

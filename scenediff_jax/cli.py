@@ -58,6 +58,16 @@ def fail(program, error, status=2):
   sys.exit(status)
 
 
+def last_line(error) -> str:
+  """The last non-empty line of an error's message (absl wraps config-file errors with the
+  whole traceback), without the quotes KeyError adds."""
+  text = str(error).replace('\\n', '\n').replace("\\'", "'")
+  if len(text) > 1 and text[0] == text[-1] and text[0] in '\'"':
+    text = text[1:-1]
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
 def run_program(program, run, argv, expected_errors):
   """The body of a tool's absl main: no stray arguments, quiet libraries, and the expected
   errors (bad input, bad flags) ending in one line and exit status 2."""

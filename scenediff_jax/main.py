@@ -20,7 +20,9 @@ Modes:
                 functions for cpu, cuda and tpu, parameters, config, statistics and a
                 loader that needs only jax and numpy); see scenediff_jax/inference/bundle.py
 """
+import contextlib
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -28,84 +30,147 @@ from ml_collections import config_flags
 
 from scenediff_jax import cli, data_preview
 
+PROGRAM = 'main'
 DATA_MISSING_STATUS = 2  # like a usage error: the user has to put files in place first
 MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape', 'ablate',
          'export')
+TRAINING_MODES = ('train_and_eval', 'train', 'train_shape', 'ablate')  # hold the workdir lock
+READ_ONLY_MODES = ('eval', 'export')  # need a trained workdir; change no config or checkpoint
+JAX_MODES = TRAINING_MODES + ('eval',)  # initialise the (multi-process) JAX runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the config, logs and outputs.')
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to do.')
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad --config (unknown variant, misspelt field, a value of the
+  wrong type) ending in one line and exit status 2 instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    line, flag = cli.last_line(error), re.match(r'flag (--\S+?): ', str(error))
+    cli.fail(PROGRAM, line if line.startswith('flag') or not flag else f'{flag.group(1)}: {line}')
+  except (AttributeError, KeyError, TypeError, ValueError) as error:  # from config overrides
+    missing = (re.findall(r'\w+', str(error)) or [''])[0]  # the message starts with the name
+    overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    field = next((a for a in reversed(overrides) if missing in a.split('.')[1:]), '--config')
+    cli.fail(PROGRAM, f'{field}: no such config field. {cli.last_line(error)}')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  # Checked here rather than with flags.mark_flags_as_required, whose validators are global:
+  # they would also fire for other programs' flags parsed in the same process (the tests).
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    cli.fail(PROGRAM, '--config and --workdir are required, e.g. '
+             '--config=configs/synthetic.py --workdir=runs/synthetic.')
   cli.quiet_libraries()
   run(_CONFIG.value, _WORKDIR.value, _MODE.value)
 
 
 def run(config, workdir, mode):
-  """The main job in `mode` (see the module docstring) for a config and a workdir."""
-  if mode not in ('export',):
-    from data_pipelines import registry
-    try:  # before the workdir is touched: a missing dataset leaves nothing behind
-      registry.check_available(config, shapes=mode not in ('preview_data',))
-    except registry.DataMissing as missing:
-      logging.error('%s', missing)
-      sys.exit(DATA_MISSING_STATUS)
+  """The main job in `mode` (see the module docstring) for a config and a workdir; exits
+  with one line (status 2: fix the config, flags or workdir; 1: a runtime failure; 75:
+  preempted, rerun) instead of raising."""
+  from scenediff_jax.inference import trained_model
+  from scenediff_jax.training import checkpoints, config_checks, preemption, workdir as workdir_lib
+  from data_pipelines import registry
+  try:
+    _run(config, workdir, mode)
+  except registry.DataDamaged as damaged:
+    cli.fail(PROGRAM, damaged, DATA_MISSING_STATUS)
+  except registry.DataMissing as missing:  # its instructions take several lines
+    logging.error('%s', missing)
+    sys.exit(DATA_MISSING_STATUS)
+  except preemption.Preempted as stop:  # the checkpoint is written: retry later
+    logging.warning('%s', stop)
+    sys.exit(preemption.EXIT_STATUS)
+  except (config_checks.ConfigError, workdir_lib.WorkdirError, trained_model.ModelError,
+          checkpoints.CheckpointUnreadable) as error:
+    cli.fail(PROGRAM, error, 2)
+  except (FloatingPointError, FileNotFoundError) as error:
+    cli.fail(PROGRAM, error, 1)
+  except OSError as error:  # a full or read-only disk, mostly: say which file
+    cli.fail(PROGRAM, f'{error.strerror or error}: {error.filename or ""} ({type(error).__name__}'
+             '); free space or fix the permissions, then rerun: training resumes from its last '
+             'checkpoint.', 1)
+
+
+def _run(config, workdir, mode):
+  from data_pipelines import registry
+  from scenediff_jax.training import config_checks, workdir as workdir_lib
+  config_checks.check(config)
+  if mode != 'export':
+    # Before the workdir is touched: a missing dataset leaves nothing behind.
+    registry.check_available(config, shapes=mode not in ('preview_data',))
   lead = True
-  if mode in ('train', 'eval', 'train_and_eval', 'train_shape', 'ablate'):
-    from scenediff_jax.training import distributed  # jax loads only for these modes
-    distributed.initialize()
-    lead = distributed.is_lead()
-  os.makedirs(workdir, exist_ok=True)
-  if lead:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, mode)
+  if mode in JAX_MODES:
+    lead = _start_jax(config, check_devices=mode in TRAINING_MODES)
+  workdir_lib.prepare(workdir, create=mode not in READ_ONLY_MODES)
+  if mode in READ_ONLY_MODES:
+    _check_trained(workdir)
+  workdir_lib.check_config(config, workdir)
+  if mode in ('eval', 'train_and_eval'):
+    builder = registry.scene_builder(config, prepare=False)
+    if builder.is_prepared():
+      config_checks.check_split(config, builder.info.splits)
+  if mode in ('train', 'train_and_eval', 'train_shape'):
+    from scenediff_jax.training import pipeline
+    pipeline.check_resumable(config, workdir)
+  lock = workdir_lib.WorkdirLock(workdir, mode) if lead and mode in TRAINING_MODES else None
+  with lock or contextlib.nullcontext():
+    if lead and mode not in READ_ONLY_MODES:  # the run is accepted: it is the workdir's now
+      workdir_lib.write_config(config, workdir)
+    logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, mode)
+    _dispatch(config, workdir, mode)
+
+
+def _dispatch(config, workdir, mode):
   if mode in ('train', 'eval', 'train_and_eval'):
-    from scenediff_jax.training import pipeline, preemption
+    from scenediff_jax.training import pipeline
+    stages = pipeline.train(config, workdir) if mode != 'eval' else None
+    if mode != 'train':
+      pipeline.evaluate(config, workdir, stages)
+  elif mode == 'ablate':
+    from scenediff_jax.training import ablation
+    ablation.run(config, workdir)  # finished variants are kept: rerun to go on
+  elif mode == 'export':
+    from scenediff_jax.inference import export
+    export.export_bundle(workdir)
+  elif mode == 'train_shape':
+    from scenediff_jax.training import shape_trainer
+    shape_trainer.train_and_evaluate(config, workdir)
+  else:
+    builder = data_preview.build(config) if mode == 'build_data' else None
+    data_preview.preview(config, workdir, builder)
+
+
+def _start_jax(config, check_devices):
+  """Joins the processes of a multi-process job; returns whether this one leads. With
+  `check_devices`, the training batches must split over the devices."""
+  from scenediff_jax.training import config_checks, distributed, sharding  # jax loads here
+  import jax
+  distributed.initialize()
+  if check_devices:
     try:
-      stages = pipeline.train(config, workdir) if mode != 'eval' else None
-      if mode != 'train':
-        pipeline.evaluate(config, workdir, stages)
-    except preemption.Preempted as stop:  # the checkpoint is written: retry later
-      logging.warning('%s', stop)
-      sys.exit(preemption.EXIT_STATUS)
-    except (FloatingPointError, FileNotFoundError) as error:  # say what to do, not a traceback
-      logging.error('%s', error)
-      sys.exit(1)
-    return
-  if mode == 'ablate':
-    from scenediff_jax.training import ablation, preemption
-    try:
-      ablation.run(config, workdir)
-    except preemption.Preempted as stop:  # finished variants are kept: rerun to go on
-      logging.warning('%s', stop)
-      sys.exit(preemption.EXIT_STATUS)
-    return
-  if mode == 'export':
-    from scenediff_jax.inference import export, trained_model
-    try:
-      export.export_bundle(workdir)
-    except (FileNotFoundError, trained_model.ModelError) as error:
-      logging.error('%s', error)
-      sys.exit(1)
-    return
-  if mode == 'train_shape':
-    from scenediff_jax.training import preemption, shape_trainer
-    try:
-      shape_trainer.train_and_evaluate(config, workdir)
-    except preemption.Preempted as stop:
-      logging.warning('%s', stop)
-      sys.exit(preemption.EXIT_STATUS)
-    return
-  builder = data_preview.build(config) if mode == 'build_data' else None
-  data_preview.preview(config, workdir, builder)
+      mesh = sharding.make_mesh(config.get('mesh', sharding.DATA_PARALLEL))
+    except ValueError as error:
+      raise config_checks.ConfigError(f'--config.mesh: {error}') from None
+    config_checks.check_devices(config, jax.device_count(), mesh.shape['data'])
+  return distributed.is_lead()
+
+
+def _check_trained(workdir):
+  from scenediff_jax.training import checkpoints, workdir as workdir_lib
+  if (workdir_lib.read_config(workdir) is None or
+      checkpoints.latest_step(os.path.join(workdir, 'checkpoints', 'scene')) is None):
+    raise workdir_lib.WorkdirError(f'{workdir} holds no trained model (config.json and '
+                                   'checkpoints/scene): train it first with --mode=train.')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

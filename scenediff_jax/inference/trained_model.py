@@ -137,8 +137,15 @@ def _config_fix(workdir):
 
 def read_statistics(workdir):
   from scenediff_jax.training import scene_data
-  with open(os.path.join(workdir, 'statistics.json')) as f:
-    statistics = scene_data.SceneStatistics.from_json(f.read())
+  path = os.path.join(workdir, 'statistics.json')
+  try:
+    with open(path) as f:
+      statistics = scene_data.SceneStatistics.from_json(f.read())
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ModelError(f'{path} cannot be read ({type(error).__name__}: {error}); delete it and '
+                     'rerun --mode=train on the workdir to recompute it.') from None
   if statistics.image_size is None:
     raise ModelError(f'{workdir}/statistics.json has no image_size (written before it '
                      'existed): add "image_size": [height, width] of the training images.')
@@ -162,18 +169,23 @@ def restore_workdir(workdir):
   try:
     config = read_config(workdir)
     statistics = read_statistics(workdir)
-    _, shape_params = shape_trainer.restore(config, workdir)
+    # The autoencoder the scene model was trained with (statistics.json says which step).
+    _, shape_params = shape_trainer.restore(config, workdir, statistics.shape_step)
   except FileNotFoundError as error:
     raise ModelError(f'{workdir} is an incomplete workdir: {error}') from None
-  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/scene')
-  if checkpointer.latest_step is None:
+  if checkpoints.latest_step(f'{workdir}/checkpoints/scene') is None:
     raise ModelError(f'No scene checkpoint in {workdir}/checkpoints/scene: train it first '
                      '(python -m scenediff_jax.main --mode=train).')
+  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/scene', read_only=True)
   mesh = sharding.make_mesh()
-  with jax.set_mesh(mesh):
-    state = scene_trainer.restore_state(checkpointer, config, scene_trainer.make_model(config),
-                                        abstract_batch(config, statistics.image_size), mesh)
-  checkpointer.close()
+  try:
+    with jax.set_mesh(mesh):
+      state = scene_trainer.restore_state(checkpointer, config, scene_trainer.make_model(config),
+                                          abstract_batch(config, statistics.image_size), mesh)
+  except checkpoints.CheckpointUnreadable as error:
+    raise ModelError(str(error)) from None
+  finally:
+    checkpointer.close()
   params = state.ema_params if config.eval.use_ema else state.params
   return config, statistics, params, shape_params
 

@@ -1,50 +1,92 @@
-"""Checkpoints through orbax's CheckpointManager: the one place training saves and restores."""
+"""Checkpoints through orbax's CheckpointManager: the one place training saves and restores.
+
+Nothing here deletes a checkpoint it cannot read. Read-only users (eval, export, predict)
+stop with `CheckpointUnreadable`; training, which must go on from somewhere, moves the
+unreadable ones aside to `<directory>.unreadable/` (it says so) and resumes from the newest
+one it can read."""
 import os
+import shutil
+import time
 
 from absl import logging
 import orbax.checkpoint as ocp
 
 
-class Checkpointer:
-  """Saves a train state (any pytree of arrays) every so often, keeps the last few."""
+class CheckpointUnreadable(RuntimeError):
+  """The checkpoint asked for cannot be read; nothing was changed."""
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+
+def latest_step(directory: str):
+  """The newest step in `directory` without opening (or creating) anything; None if none."""
+  if not os.path.isdir(directory):
+    return None
+  steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
+  return max(steps, default=None)
+
+
+class Checkpointer:
+  """Saves a train state (any pytree of arrays) every so often, keeps the last few.
+
+  `read_only` opens an existing directory without creating it, and never writes or moves."""
+
+  def __init__(self, directory: str, max_to_keep: int = 3, read_only: bool = False):
+    self.read_only = read_only
     self.manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                             read_only=read_only))
+
+  @property
+  def directory(self):
+    return os.fspath(self.manager.directory)
 
   @property
   def latest_step(self):
     return self.manager.latest_step()
 
+  @property
+  def all_steps(self):
+    return sorted(self.manager.all_steps())
+
   def save(self, step: int, state, force: bool = False):
     self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, abstract_state=None, step=None):
-    """The state at `step` (default: the latest readable one), shaped and sharded like
-    `abstract_state`; without one, the saved pytree as it is (nested dicts of arrays).
+    """The state at `step` (default: the latest), shaped and sharded like `abstract_state`;
+    without one, the saved pytree as it is (nested dicts of arrays).
 
-    A damaged latest checkpoint (truncated or half-written files) is skipped with a warning
-    for the one before it, and so on; only a requested `step` is restored or fails as it is.
+    A latest checkpoint that cannot be read (truncated or missing files) raises
+    CheckpointUnreadable when read-only or when `step` was asked for; in training it is moved
+    aside with a warning and the one before it is tried, and so on.
     """
     steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
     if not steps:
-      raise FileNotFoundError(f'No checkpoint in {self.manager.directory}.')
+      raise FileNotFoundError(f'No checkpoint in {self.directory}.')
     for i, candidate in enumerate(steps):
-      logging.info('Restoring checkpoint %d from %s', candidate, self.manager.directory)
+      logging.info('Restoring checkpoint %d from %s', candidate, self.directory)
       try:
-        state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
+        return self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
       except Exception as error:  # orbax raises many kinds for damaged files
-        if step is not None or i + 1 == len(steps):
-          raise
-        logging.warning('Checkpoint %d in %s cannot be read (%s: %s); falling back to '
-                        'checkpoint %d.', candidate, self.manager.directory,
-                        type(error).__name__, error, steps[i + 1])
-        continue
-      for damaged in steps[:i]:  # training will write these steps again
-        self.manager.delete(damaged)
-      return state
+        reason = f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
+        if self.read_only or step is not None or i + 1 == len(steps):
+          raise CheckpointUnreadable(
+              f'Checkpoint {candidate} in {self.directory} cannot be read ({reason}). Nothing '
+              'was changed; if its files are only elsewhere, put them back. If it is damaged, '
+              '--mode=train moves it aside and resumes from the one before.') from None
+        moved = self._move_aside(candidate)
+        logging.warning('Checkpoint %d in %s cannot be read (%s); moved it to %s and falling '
+                        'back to checkpoint %d. Delete it there once you no longer need it.',
+                        candidate, self.directory, reason, moved, steps[i + 1])
+
+  def _move_aside(self, step):
+    """Moves checkpoint `step` out of the manager's sight (training writes the step again)."""
+    aside = os.path.join(f'{self.directory}.unreadable', f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    shutil.move(os.path.join(self.directory, str(step)), aside)
+    self.manager.reload()
+    return aside
 
   def close(self):
-    self.manager.wait_until_finished()
+    if not self.read_only:
+      self.manager.wait_until_finished()
     self.manager.close()

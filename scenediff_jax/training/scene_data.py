@@ -35,35 +35,44 @@ SHAPE_FRACTION_SALT = 77  # keeps the known-shape draw apart from other uses of 
 @dataclasses.dataclass(frozen=True)
 class SceneStatistics:
   """Normalisation of every diffused quantity, stored next to the checkpoints, and the
-  training images' (height, width): the size the model takes (inference resizes to it)."""
+  training images' (height, width): the size the model takes (inference resizes to it).
+  `shape_step`: the shape autoencoder checkpoint whose latents they were computed from
+  (None in workdirs made before it was recorded)."""
   pose: Statistics
   layout: Statistics
   gaussians: Statistics
   intrinsics: Statistics
   image_size: tuple = None
+  shape_step: int = None
 
   def to_json(self) -> str:
     fields = {k: json.loads(getattr(self, k).to_json())
               for k in ('pose', 'layout', 'gaussians', 'intrinsics')}
-    return json.dumps({**fields, 'image_size': self.image_size and list(self.image_size)},
-                      indent=2)
+    return json.dumps({**fields, 'image_size': self.image_size and list(self.image_size),
+                       'shape_step': self.shape_step}, indent=2)
 
   @classmethod
   def from_json(cls, text: str) -> 'SceneStatistics':
     d = json.loads(text)
     image_size = d.pop('image_size', None)  # absent from workdirs made before it existed
+    shape_step = d.pop('shape_step', None)
     return cls(**{k: Statistics.from_json(json.dumps(v)) for k, v in d.items()},
-               image_size=image_size and tuple(image_size))
+               image_size=image_size and tuple(image_size), shape_step=shape_step)
+
+
+NO_STEP = -1  # shape_step of a latent table saved before the step was recorded
 
 
 @dataclasses.dataclass(frozen=True)
 class ShapeLatents:
   """The shape autoencoder's code of every shape: Gaussians [S, g, 16], intrinsics [S, g, d];
-  `is_train` [S] marks training shapes (the only ones statistics may look at)."""
+  `is_train` [S] marks training shapes (the only ones statistics may look at); `shape_step`
+  the autoencoder checkpoint that encoded them (None: not recorded)."""
   shape_ids: np.ndarray
   gaussians: np.ndarray
   intrinsics: np.ndarray
   is_train: np.ndarray
+  shape_step: int = None
 
   def rows(self, shape_ids):
     """Row of each shape id in the table, −1 where the shape is unknown (or the id is −1)."""
@@ -72,12 +81,16 @@ class ShapeLatents:
     return np.where(shape_ids >= 0, lookup[np.clip(shape_ids, 0, None)], -1)
 
   def save(self, path):
-    np.savez(path, **dataclasses.asdict(self))
+    fields = dataclasses.asdict(self)
+    fields['shape_step'] = np.int64(NO_STEP if self.shape_step is None else self.shape_step)
+    np.savez(path, **fields)
 
   @classmethod
   def load(cls, path) -> 'ShapeLatents':
     with np.load(path) as f:
-      return cls(**{k: f[k] for k in f.files})
+      fields = {k: f[k] for k in f.files}
+    step = int(fields.pop('shape_step', NO_STEP))
+    return cls(**fields, shape_step=None if step == NO_STEP else step)
 
 
 def image_size(record):

@@ -71,10 +71,10 @@ def restore_scene_state(config, workdir, stages, mesh):
                                      config.max_objects, config.training.depth_points,
                                      np.random.default_rng(0))
   example = scene_trainer.device_batch(_stack([example] * mesh.size), mesh)
-  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/scene')
-  if checkpointer.latest_step is None:
+  if checkpoints.latest_step(f'{workdir}/checkpoints/scene') is None:
     raise FileNotFoundError(f'No scene checkpoint in {workdir}/checkpoints/scene; train first '
                             'with --mode=train.')
+  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/scene', read_only=True)
   state = scene_trainer.restore_state(checkpointer, config, model, example, mesh)
   checkpointer.close()
   return model, state

@@ -23,7 +23,8 @@ import tqdm
 from scenediff_jax import compiler, diffusion
 from scenediff_jax.models.scene_model import SceneModel, make_model
 from scenediff_jax.models import resnet_weights
-from scenediff_jax.training import checkpoints, losses, preemption, scene_data, sharding
+from scenediff_jax.training import (checkpoints, config_checks, losses, preemption, scene_data,
+                                    sharding)
 from scenediff_jax.training.metric_log import MetricLog
 
 DIFFUSED = ('layout', 'pose', 'gaussians', 'intrinsics')
@@ -157,9 +158,7 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
   model = make_model(config)
   schedule = make_schedule(config)
   mesh = sharding.make_mesh(config.get('mesh', sharding.DATA_PARALLEL))
-  if t.batch_size % mesh.shape['data']:
-    raise ValueError(f'training.batch_size={t.batch_size} must be a multiple of the mesh\'s '
-                     f'{mesh.shape["data"]}-way data axis.')
+  config_checks.check_devices(config, jax.device_count(), mesh.shape['data'])
   batches = scene_data.training_batches(source, statistics, latents, config)
   root = jax.random.key(t.seed)
   with jax.set_mesh(mesh):
@@ -178,7 +177,7 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
                  f'{sum(x.size for x in jax.tree.leaves(state.params)):,}', start, total,
                  t.diffusion_steps)
     train_step = make_train_step(model, schedule, statistics, config, mesh)
-    log = MetricLog(workdir, 'metrics.jsonl', tensorboard_prefix='scene')
+    log = MetricLog(workdir, 'metrics.jsonl', tensorboard_prefix='scene', start_step=start)
     progress = tqdm.tqdm(range(start, total), initial=start, total=total, desc='train',
                          unit='step', disable=jax.process_index() != 0)
     history, tick, last_saved = [], time.perf_counter(), checkpointer.latest_step

@@ -1,13 +1,23 @@
 """Encodes every shape of the dataset with the trained shape autoencoder: the latent table
 (Gaussians + intrinsics per shape id) that the scene diffusion learns to generate."""
+import dataclasses
 import os
+import zipfile
 
 from absl import logging
 import jax
 import numpy as np
 
 from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
+from scenediff_jax.training import workdir as workdir_lib
 from scenediff_jax.training.scene_data import ShapeLatents
+
+LATENTS_FILE = 'shape_latents.npz'
+
+
+class StaleDerivedFile(workdir_lib.WorkdirError):
+  """A file derived from an earlier stage no longer matches it, and a later stage's
+  checkpoints depend on it."""
 
 
 def encode_shapes(model, params, sources: dict, surface_points: int,
@@ -31,12 +41,40 @@ def encode_shapes(model, params, sources: dict, surface_points: int,
                       np.concatenate(intrinsics).astype(np.float32), np.asarray(is_train))
 
 
-def load_or_encode(workdir, model, params, sources, surface_points) -> ShapeLatents:
-  """The table in workdir/shape_latents.npz, encoded (and saved) if it is not there yet."""
-  path = os.path.join(workdir, 'shape_latents.npz')
+def load_or_encode(workdir, model, params, sources, surface_points, shape_step,
+                   keep_recorded: bool = False) -> ShapeLatents:
+  """The table in workdir/shape_latents.npz if it was encoded by the autoencoder at
+  `shape_step`; otherwise encoded (and saved) anew.
+
+  Args:
+    keep_recorded: a scene model was trained on the saved table, so it must not change: a
+      table from another step raises StaleDerivedFile, one without a recorded step (older
+      workdirs) is kept with a warning.
+  """
+  path = os.path.join(workdir, LATENTS_FILE)
   if os.path.exists(path):
-    return ShapeLatents.load(path)
-  latents = encode_shapes(model, params, sources, surface_points)
+    try:
+      latents = ShapeLatents.load(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+      raise workdir_lib.WorkdirError(
+          f'{path} cannot be read ({type(error).__name__}: {error}); delete it and rerun '
+          '--mode=train to encode the shapes again.') from None
+    if latents.shape_step == shape_step:
+      return latents
+    if keep_recorded:
+      if latents.shape_step is None:
+        logging.warning('%s does not record which shape checkpoint encoded it (an older '
+                        'workdir); assuming step %d.', path, shape_step)
+        return dataclasses.replace(latents, shape_step=shape_step)
+      raise StaleDerivedFile(
+          f'{path} was encoded by the shape autoencoder at step {latents.shape_step}, which the '
+          f'scene checkpoints were trained on, but checkpoints/shape is now at step '
+          f'{shape_step}. Use a new --workdir for the new shapes, or move checkpoints/scene, '
+          f'{LATENTS_FILE} and statistics.json aside to retrain the scene stages here.')
+    logging.info('%s was encoded at shape step %s; encoding again at step %d.', path,
+                 latents.shape_step, shape_step)
+  latents = dataclasses.replace(encode_shapes(model, params, sources, surface_points),
+                                shape_step=shape_step)
   latents.save(path + '.tmp.npz')
   os.replace(path + '.tmp.npz', path)
   logging.info('Encoded %d shapes into %s', len(latents.shape_ids), path)

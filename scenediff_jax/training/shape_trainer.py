@@ -116,8 +116,9 @@ def train(config, workdir, shape_source):
     if checkpointer.latest_step is not None:
       state = checkpointer.restore(state)
     train_step = make_train_step(model, config)
-    log = MetricLog(workdir, 'shape_metrics.jsonl', tensorboard_prefix='shape')
     start_step = int(state.step)
+    log = MetricLog(workdir, 'shape_metrics.jsonl', tensorboard_prefix='shape',
+                    start_step=start_step)
     progress = tqdm.tqdm(range(start_step, t.steps), initial=start_step, total=t.steps,
                          desc='train_shape', unit='step', disable=jax.process_index() != 0)
     history, tick = [], time.perf_counter()
@@ -144,17 +145,24 @@ def train(config, workdir, shape_source):
   return model, state.params
 
 
-def restore(config, workdir):
-  """(model, params) of the latest shape autoencoder checkpoint in the workdir."""
+def restore(config, workdir, step=None):
+  """(model, params) of the shape autoencoder checkpoint `step` (default: the latest) in the
+  workdir, read only."""
   t = config.shape_training
   model = make_model(config)
   example = {'surface': np.zeros((1, t.surface_points, 3), np.float32),
              'queries': np.zeros((1, t.occupancy_points, 3), np.float32)}
-  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/shape')
-  if checkpointer.latest_step is None:
-    raise FileNotFoundError(f'No shape autoencoder checkpoint in {workdir}/checkpoints/shape; '
-                            'train first with --mode=train.')
-  state = checkpointer.restore(create_state(config, model, example, jax.random.key(t.seed)))
+  directory = f'{workdir}/checkpoints/shape'
+  if checkpoints.latest_step(directory) is None:
+    raise FileNotFoundError(f'No shape autoencoder checkpoint in {directory}; train first with '
+                            '--mode=train.')
+  checkpointer = checkpoints.Checkpointer(directory, read_only=True)
+  if step is not None and step not in checkpointer.all_steps:
+    raise FileNotFoundError(
+        f'{directory} no longer holds step {step} of the shape autoencoder, which the scene '
+        f'model was trained with (it holds {checkpointer.all_steps}); retrain the scene stages '
+        'in a new --workdir.')
+  state = checkpointer.restore(create_state(config, model, example, jax.random.key(t.seed)), step)
   checkpointer.close()
   return model, state.params
 
