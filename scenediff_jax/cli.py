@@ -1,5 +1,6 @@
 """What every command-line entry point shares: quiet library logs, and one-line failures."""
 import logging as logging_lib
+import os
 import sys
 
 from absl import app, logging
@@ -52,6 +53,28 @@ def check_count(flag, value, what, most=None):
     raise UsageError(f'--{flag}={value}: give {bound} ({what}).')
 
 
+def check_output_folder(output, flag='output'):
+  """An output folder flag, checked before any work.
+
+  Args:
+    output: the flag's value (the folder may not exist yet).
+    flag: its name without dashes.
+  Returns:
+    The folder's real path.
+  Raises:
+    UsageError: output is empty, a file (or anything but a folder), or under a file.
+  """
+  if not output:
+    raise UsageError(f'--{flag} is empty: give the folder the results go to.')
+  path = existing = os.path.realpath(output)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = 'is a file' if existing == path else f'is under the file {existing}'
+    raise UsageError(f'--{flag}={output} {where}: give a folder (it is created if missing).')
+  return path
+
+
 def fail(program, error, status=2):
   """Ends the program with one line on stderr (no traceback): what is wrong, how to fix it."""
   sys.stderr.write(f'{program}: error: {" ".join(str(error).split())}\n')
@@ -69,8 +92,9 @@ def last_line(error) -> str:
 
 
 def run_program(program, run, argv, expected_errors):
-  """The body of a tool's absl main: no stray arguments, quiet libraries, and the expected
-  errors (bad input, bad flags) ending in one line and exit status 2."""
+  """The body of a tool's absl main: no stray arguments, quiet libraries, the expected
+  errors (bad input, bad flags) ending in one line and exit status 2, and OS errors (the
+  disk) in one line and status 1."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   quiet_libraries()
@@ -78,3 +102,6 @@ def run_program(program, run, argv, expected_errors):
     run()
   except expected_errors as error:
     fail(program, error)
+  except OSError as error:  # a full or read-only disk: runtime, status 1
+    fail(program, f'{error.filename or ""}: {error.strerror or error}; free space or fix the '
+         'permissions and rerun.', 1)

@@ -82,7 +82,7 @@ def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolut
       class_index=int(scene.classes[k]), score=float(scene.scores[k]),
       bbox2d=scene.original_bbox2d[k], box=sampled['boxes'][0, k], mesh=meshes[k])
              for k in range(n)]
-  return scene_files.write_scene_into(output_dir, image=scene.original_image,
+  return scene_files.write_scene(output_dir, image=scene.original_image,
                                       K=scene.original_K, world_to_cam=scene.world_to_cam,
                                       objects=objects, layout=sampled['layout'][0])
 
@@ -108,15 +108,7 @@ def check_output(output, inputs):
     UsageError: output is empty, a file (or anything but a folder), under a file, or equal to
       or an ancestor of an input folder.
   """
-  if not output:
-    raise UsageError('--output is empty: give the folder the results go to.')
-  path = os.path.realpath(output)
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    where = 'is a file' if existing == path else f'is under the file {existing}'
-    raise UsageError(f'--output={output} {where}: give a folder (it is created if missing).')
+  path = cli.check_output_folder(output)
   for folder in inputs:
     folder = os.path.realpath(folder)
     if os.path.commonpath([path, folder]) == path:

@@ -72,6 +72,7 @@ def contact_sheet(rows):
 
 def check_flags():
   """Every flag checked before the model is loaded (its size is read without loading it)."""
+  cli.check_output_folder(_OUTPUT.value)
   cli.check_count('num', _NUM.value, 'scenes to draw')
   cli.check_mesh_resolution(_MESH_RESOLUTION.value)
   if _STEPS.value is not None:
@@ -98,7 +99,9 @@ def run():
     boxes = side_by_side(np.maximum(pose[:, 3:6], 1e-2), pose[:, 6])
     write_scene(os.path.join(_OUTPUT.value, f'scene_{i:03d}'), meshes, boxes)
     rows.append(meshes)
-  contact_sheet(rows).save(os.path.join(_OUTPUT.value, 'contact_sheet.png'))
+  sheet = os.path.join(_OUTPUT.value, 'contact_sheet.png')
+  contact_sheet(rows).save(sheet + '.tmp.png')  # renamed into place: never half a picture
+  os.replace(sheet + '.tmp.png', sheet)
   logging.info('%d unconditional scenes written to %s', _NUM.value, _OUTPUT.value)
 
 

@@ -184,6 +184,7 @@ MODEL_PATHS = {
     'model-path-is-a-file': lambda tmp_path, exported: _copy(exported, tmp_path) / bundle.METADATA,
     'model-workdir-config-empty': _workdir('{}'),
     'model-workdir-config-not-json': _workdir('{"max_objects": 16, "diffusion": {'),
+    'model-workdir-config-no-sections': _workdir('{"max_objects": 16, "diffusion": {}}'),
 }
 
 

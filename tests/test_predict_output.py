@@ -401,7 +401,8 @@ SAMPLE_FLAGS = {'sample-mesh-resolution-too-high': ['--mesh_resolution=512'],
                 'sample-mesh-resolution-zero': ['--mesh_resolution=0'],
                 'sample-num-zero': ['--num=0'],
                 'sample-objects-zero': ['--objects=0'],
-                'sample-objects-above-max': [f'--objects={MAX_OBJECTS + 1}']}
+                'sample-objects-above-max': [f'--objects={MAX_OBJECTS + 1}'],
+                'sample-output-is-a-file': ['--output={model}/bundle.json']}
 
 # sample's flags clash with predict's (both define --model), so it runs in its own process,
 # every case in one, with trained_model.load failing the case if it is reached.
@@ -434,7 +435,8 @@ def sample_results(tmp_path_factory):
   root = tmp_path_factory.mktemp('sample')
   (root / bundle.METADATA).write_text(json.dumps({'image_size': list(IMAGE_SIZE),
                                                   'max_objects': MAX_OBJECTS}))
-  cases = {case: [f'--model={root}', f'--output={root / "out"}', *argv]
+  cases = {case: [f'--model={root}', f'--output={root / "out"}',
+                  *(a.format(model=root) for a in argv)]
            for case, argv in SAMPLE_FLAGS.items()}
   result = subprocess.run([sys.executable, '-c', _SAMPLE_CASES, json.dumps(cases)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
@@ -536,7 +538,7 @@ class FailingMeshes(FakeModel):
 
 def _disk_full_in_r1(monkeypatch):
   """The real writer, with ENOSPC once it has written r1's meshes (its preview)."""
-  failing, real_save, real_write = [], Image.Image.save, scene_files.write_scene_into
+  failing, real_save, real_write = [], Image.Image.save, scene_files.write_scene
 
   def save(self, *args, **kwargs):
     if failing:
@@ -547,7 +549,7 @@ def _disk_full_in_r1(monkeypatch):
     failing[:] = ['r1'] if os.path.basename(output_dir) == 'r1' else []
     return real_write(output_dir, **kwargs)
   monkeypatch.setattr(Image.Image, 'save', save)
-  monkeypatch.setattr(scene_files, 'write_scene_into', write)
+  monkeypatch.setattr(scene_files, 'write_scene', write)
 
 
 def _meshing_raises_in_r1(monkeypatch):

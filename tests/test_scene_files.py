@@ -112,7 +112,8 @@ def test_ply_files_are_in_the_world_frame(scene_dir):
 def test_boxes_json_matches_the_inputs(scene_dir):
   with open(os.path.join(scene_dir, 'boxes.json')) as f:
     record = json.load(f)
-  assert set(record) == {'objects', 'layout', 'world_to_cam', 'K', 'frame'}
+  assert set(record) == {'objects', 'layout', 'world_to_cam', 'K', 'frame', 'files'}
+  assert sorted(record['files']) == sorted(os.listdir(scene_dir))
   assert isinstance(record['frame'], str)
   assert [o['class'] for o in record['objects']] == ['bed', 'chair', 'lamp']
   assert [o['mesh'] for o in record['objects']] == ['shape', 'shape', 'box']
@@ -179,11 +180,12 @@ def test_failed_write_keeps_the_previous_output(tmp_path, monkeypatch):
   assert _hidden(tmp_path) == []
 
 
-def test_rewrite_replaces_the_whole_folder(tmp_path):
+def test_rewrite_keeps_other_files_and_drops_only_its_own_stale_ones(tmp_path):
   output_dir = tmp_path / 'scene'
   output_dir.mkdir()
-  (output_dir / 'stale.txt').write_text('from an older run')
+  (output_dir / 'notes.txt').write_text('the user\'s')
+  _write(str(output_dir))
   _write(str(output_dir), _objects()[2:])
-  assert sorted(os.listdir(output_dir)) == ['boxes.json', 'object_00_lamp.ply', 'preview.png',
-                                            'scene.glb']
-  assert _hidden(tmp_path) == []
+  assert sorted(os.listdir(output_dir)) == ['boxes.json', 'notes.txt', 'object_00_lamp.ply',
+                                            'preview.png', 'scene.glb']
+  assert _hidden(output_dir) == []

@@ -7,12 +7,10 @@ Frames:
     nowhere else: (x, y, z) ↦ (x, −y, −z), a 180° rotation about x (det +1, so faces keep
     their winding and the result is still right-handed: glTF's +y is up, −z forward).
 
-Two ways to write one, both all-or-nothing (a failed write leaves what was there untouched):
-  - `write_scene_into` (predict): into a folder that may hold the user's other files. The files
-    are written to a hidden staging folder inside it, then each is renamed into place,
-    boxes.json last; only files of the same names, and those a previous boxes.json of ours
-    lists ("files"), are replaced or removed.
-  - `write_scene`: a folder the caller owns, replaced as a whole (atomic_directory).
+`write_scene` is all-or-nothing (a failed write leaves what was there untouched) and writes
+into a folder that may hold the user's other files: the files are written to a hidden staging
+folder inside it, then each is renamed into place, boxes.json last; only files of the same
+names, and those a previous boxes.json of ours lists ("files"), are replaced or removed.
 """
 import dataclasses
 import errno
@@ -29,7 +27,7 @@ import trimesh
 from scenediff_jax.geometry.boxes import EDGES, box_corners, canonical_to_world
 from scenediff_jax.geometry.camera import scale_intrinsics
 from scenediff_jax.geometry.classes import CLASSES
-from scenediff_jax.inference.atomic_dir import atomic_directory, remove_dead_staging
+from scenediff_jax.inference.atomic_dir import remove_dead_staging
 from scenediff_jax.inference.scene_preview import (LAYOUT_COLOUR, TOP_DOWN_BACKGROUND,
                                                    _draw_wireframe, _top_down, captioned_row,
                                                    class_colour, draw_wireframes)
@@ -42,7 +40,7 @@ TITLES = ('input + boxes', 'top-down', 'novel view')
 NOVEL_EYE = (1.0, -1.5, -1.0)  # metres in W: right of, 1.5 m above and 1 m behind the camera
 MAX_PANEL_SIZE = 1024  # pixels: a 6000×4000 photo gets a 1024×683 preview panel, not 6000×4000
 STAGING_PREFIX = '.predict-tmp-'  # + '<pid>-<random>': a killed run's is recognised and removed
-# What write_scene_into may replace or remove: its own file names, never a path elsewhere.
+# What write_scene may replace or remove: its own file names, never a path elsewhere.
 OUTPUT_FILE = re.compile(r'object_[0-9]+_\w+\.ply|scene\.glb|preview\.png|boxes\.json')
 
 
@@ -223,18 +221,16 @@ def boxes_json(objects, layout, K, world_to_cam):
   }
 
 
-def _write_contents(directory, image, K, world_to_cam, objects, layout, list_files=False):
-  """Writes the scene's files into `directory`; returns their names, boxes.json last.
-  list_files: record them in boxes.json as "files" (what a later write may remove)."""
+def _write_contents(directory, image, K, world_to_cam, objects, layout):
+  """Writes the scene's files into `directory`; returns their names, boxes.json last. boxes.json
+  records them as "files": what a later write may remove."""
   names = [object_name(k, o.class_index) for k, o in enumerate(objects)]
   files = [f'{name}.ply' for name in names] + ['scene.glb', 'preview.png', 'boxes.json']
   meshes = [world_mesh(o) for o in objects]
   for mesh, name in zip(meshes, names):
     mesh.export(os.path.join(directory, f'{name}.ply'))
   scene_glb(meshes, names, layout).export(os.path.join(directory, 'scene.glb'))
-  record = boxes_json(objects, layout, K, world_to_cam)
-  if list_files:
-    record['files'] = files
+  record = {**boxes_json(objects, layout, K, world_to_cam), 'files': files}
   with open(os.path.join(directory, 'boxes.json'), 'w') as f:
     json.dump(record, f, indent=1)
   boxes = np.array([np.asarray(o.box, np.float64) for o in objects]).reshape(-1, 7)
@@ -244,25 +240,8 @@ def _write_contents(directory, image, K, world_to_cam, objects, layout, list_fil
   return files
 
 
-def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
-                layout) -> str:
-  """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png, atomically,
-  as the whole of output_dir (for a folder the caller owns; predict uses write_scene_into).
-
-  image uint8 [H, W, 3] (the original image), K its 3×3 intrinsics, world_to_cam 3×3
-  (X_c = R · X_w), layout the room box [7] (None: no room). Objects without a mesh get their
-  box as one ("mesh": "box" in boxes.json). Everything is written to a sibling
-  `.<name>.tmp-<pid>-<random>` that replaces output_dir only when complete (an existing one is
-  renamed aside first and deleted last); on any exception the temporary folder is removed and
-  output_dir is left as it was. Returns output_dir.
-  """
-  with atomic_directory(output_dir) as staging:
-    _write_contents(staging, image, K, world_to_cam, objects, layout)
-  return os.fspath(output_dir)
-
-
 def _previous_files(output_dir):
-  """The files a previous write_scene_into listed in output_dir/boxes.json (only our own file
+  """The files a previous write_scene listed in output_dir/boxes.json (only our own file
   names; nothing when there is no such list, e.g. a boxes.json of someone else's)."""
   try:
     with open(os.path.join(output_dir, 'boxes.json')) as f:
@@ -314,8 +293,8 @@ def _commit(staging, output_dir, files, stale):
     raise
 
 
-def write_scene_into(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
-                     layout) -> str:
+def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
+                layout) -> str:
   """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png into output_dir
   (created if missing), leaving every other file there alone.
 
@@ -343,7 +322,7 @@ def write_scene_into(output_dir, *, image, K, world_to_cam, objects: list[SceneO
     remove_dead_staging(output_dir, STAGING_PREFIX)
     staging = tempfile.mkdtemp(prefix=f'{STAGING_PREFIX}{os.getpid()}-', dir=output_dir)
     try:
-      files = _write_contents(staging, image, K, world_to_cam, objects, layout, list_files=True)
+      files = _write_contents(staging, image, K, world_to_cam, objects, layout)
       stale = [f for f in dict.fromkeys(_previous_files(output_dir)) if f not in files]
       _commit(staging, output_dir, files, stale)
     finally:

@@ -101,6 +101,11 @@ def inference_functions(config, statistics):
   return sample_scene, sample_unconditional, occupancy
 
 
+# What a workdir's config.json must hold to rebuild and restore its model.
+CONFIG_SECTIONS = ('shape_model', 'shape_training', 'image_encoder', 'denoiser', 'diffusion',
+                   'training', 'eval')
+
+
 def read_config(workdir):
   """The config a workdir was trained with (its config.json).
 
@@ -124,6 +129,10 @@ def read_config(workdir):
   if not isinstance(n, int) or isinstance(n, bool) or n < 1:
     raise ModelError(f'{path} has no positive integer "max_objects" (got {json.dumps(n)}): '
                      f'{_config_fix(workdir)}')
+  missing = [k for k in CONFIG_SECTIONS if not isinstance(config.get(k), dict)]
+  if missing:
+    raise ModelError(f'{path} lacks the section(s) {", ".join(missing)} that rebuild the '
+                     f'model: {_config_fix(workdir)}')
   return ml_collections.ConfigDict(config)
 
 
