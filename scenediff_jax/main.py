@@ -53,6 +53,8 @@ def parse_flags(argv):
   except flags.Error as error:
     line, flag = cli.last_line(error), re.match(r'flag (--\S+?): ', str(error))
     cli.fail(PROGRAM, line if line.startswith('flag') or not flag else f'{flag.group(1)}: {line}')
+  except OSError as error:  # a --config file that is not there (with overrides)
+    cli.fail(PROGRAM, f'--config: {cli.last_line(error)}')
   except (AttributeError, KeyError, TypeError, ValueError) as error:  # from config overrides
     missing = (re.findall(r'\w+', str(error)) or [''])[0]  # the message starts with the name
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
@@ -68,6 +70,10 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     cli.fail(PROGRAM, '--config and --workdir are required, e.g. '
              '--config=configs/synthetic.py --workdir=runs/synthetic.')
+  try:  # ml_collections defers a missing config file's error to the first use
+    _CONFIG.value.get('name')
+  except OSError as error:
+    cli.fail(PROGRAM, f'--config: {cli.last_line(error)}')
   cli.quiet_libraries()
   run(_CONFIG.value, _WORKDIR.value, _MODE.value)
 
@@ -90,9 +96,9 @@ def run(config, workdir, mode):
     logging.warning('%s', stop)
     sys.exit(preemption.EXIT_STATUS)
   except (config_checks.ConfigError, workdir_lib.WorkdirError, trained_model.ModelError,
-          checkpoints.CheckpointUnreadable) as error:
+          checkpoints.CheckpointUnreadable, FileNotFoundError) as error:  # the user's to fix
     cli.fail(PROGRAM, error, 2)
-  except (FloatingPointError, FileNotFoundError) as error:
+  except FloatingPointError as error:
     cli.fail(PROGRAM, error, 1)
   except OSError as error:  # a full or read-only disk, mostly: say which file
     cli.fail(PROGRAM, f'{error.strerror or error}: {error.filename or ""} ({type(error).__name__}'

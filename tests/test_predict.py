@@ -217,9 +217,12 @@ def test_predict_on_demo_folders_from_a_workdir_and_from_its_bundle(trained, sce
 _LOAD_BUNDLE = '''
 import sys
 sys.path.insert(0, '.')  # the bundle folder (python -I leaves the working directory out)
+import json
 import numpy as np
 import load_bundle
-model = load_bundle.Bundle('.')
+# The compiler options the package passes (compiler.options()), given here as JSON: with
+# others, XLA picks other CPU kernels, and 7 guided DDIM steps drift apart by ~2e-5.
+model = load_bundle.Bundle('.', compiler_options=json.loads(sys.argv[3]))
 inputs = dict(np.load(sys.argv[1]))
 out = model.sample_scene(inputs, seed=3, steps=7, guidance=2.0)
 np.savez(sys.argv[2], **out)
@@ -248,8 +251,9 @@ def test_the_bundle_runs_in_a_fresh_process_without_the_package(trained, tmp_pat
   script = tmp_path / 'run_bundle.py'
   script.write_text(_LOAD_BUNDLE)
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  from scenediff_jax import compiler
   result = subprocess.run([sys.executable, '-I', str(script), str(tmp_path / 'inputs.npz'),
-                           str(tmp_path / 'out.npz')], cwd=work / 'export', capture_output=True,
+                           str(tmp_path / 'out.npz'), json.dumps(compiler.options())], cwd=work / 'export', capture_output=True,
                           text=True, timeout=300, env=env)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
   exported = dict(np.load(tmp_path / 'out.npz'))

@@ -298,6 +298,23 @@ def test_staging_folders_of_dead_runs_are_removed(row, model, tmp_path, capsys):
   assert (out / 'boxes.json').exists()
 
 
+def test_files_a_killed_run_replaced_are_put_back(tmp_path):
+  row = robustness.case('predict-killed-midway-put-back')
+  assert row.exit is None
+  # Killed in the middle of moving its files in: boxes.json already replaced, preview.png
+  # moved aside but its new one not yet in place.
+  out = tmp_path / 'out'
+  backup = out / f'{scene_files.STAGING_PREFIX}{dead_pid()}-abc123' / scene_files.BACKUP
+  backup.mkdir(parents=True)
+  (out / 'notes.txt').write_text('mine')
+  (out / 'boxes.json').write_text('new')
+  (backup / 'boxes.json').write_text('old')
+  (backup / 'preview.png').write_text('old preview')
+  atomic_dir.remove_dead_staging(str(out), scene_files.STAGING_PREFIX, backup=scene_files.BACKUP)
+  assert sorted(os.listdir(out)) == ['boxes.json', 'notes.txt', 'preview.png']
+  assert [(out / n).read_text() for n in ('boxes.json', 'preview.png')] == ['old', 'old preview']
+
+
 def test_atomic_directory_cleans_up_after_dead_runs(tmp_path):
   row = robustness.case('atomic-staging-dead-owner')
   assert row.program == 'sample' and row.exit is None

@@ -67,13 +67,21 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capl
   biggest = max(files, key=os.path.getsize)  # the array data
   with open(biggest, 'r+b') as f:  # a half-written file
     f.truncate(os.path.getsize(biggest) // 2)
-  reader = checkpoints.Checkpointer(directory)
   abstract = {'w': jax.ShapeDtypeStruct((64, 64), np.float32)}
+  # Read only (eval, export, predict): refused, nothing moved or deleted.
+  read_only = checkpoints.Checkpointer(directory, read_only=True)
+  with pytest.raises(checkpoints.CheckpointUnreadable, match='Checkpoint 2'):
+    read_only.restore(abstract)
+  read_only.close()
+  assert sorted(os.listdir(directory)) == ['1', '2']
+  reader = checkpoints.Checkpointer(directory)
   with caplog.at_level('WARNING'):
     restored = reader.restore(abstract)
   np.testing.assert_array_equal(restored['w'], values[1])
-  assert 'Checkpoint 2' in caplog.text and 'falling back to checkpoint 1' in caplog.text
-  assert reader.latest_step == 1  # the damaged step is gone: training writes it again
+  assert 'Checkpoint 2' in caplog.text and 'resuming from checkpoint 1' in caplog.text
+  assert reader.latest_step == 1  # out of the way: training writes step 2 again...
+  aside = os.listdir(f'{directory}.unreadable')  # ...and the damaged one is kept
+  assert len(aside) == 1 and aside[0].startswith('2-')
   reader.close()
 
 

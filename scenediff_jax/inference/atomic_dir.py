@@ -37,12 +37,14 @@ def staging_owner(name, prefix):
   return int(match.group(1)) if match else None
 
 
-def remove_dead_staging(folder, prefix):
+def remove_dead_staging(folder, prefix, backup=None):
   """Removes the `<prefix><pid>-*` folders in `folder` whose owner process is gone.
 
   Args:
     folder: where to look (a missing or unreadable folder has nothing to remove).
     prefix: the staging names' prefix, e.g. '.predict-tmp-'.
+    backup: a subfolder of a staging folder holding files of `folder` that the dead run had
+      moved aside to replace them: they are put back first (it died midway).
   Returns:
     The paths removed.
   """
@@ -55,6 +57,10 @@ def remove_dead_staging(folder, prefix):
     pid, path = staging_owner(name, prefix), os.path.join(folder, name)
     is_folder = os.path.isdir(path) and not os.path.islink(path)
     if pid is not None and is_folder and not owner_alive(pid):
+      saved = os.path.join(path, backup) if backup else None
+      if saved and os.path.isdir(saved):
+        for kept in os.listdir(saved):
+          os.replace(os.path.join(saved, kept), os.path.join(folder, kept))
       shutil.rmtree(path, ignore_errors=True)
       removed.append(path)
   return removed

@@ -40,6 +40,7 @@ TITLES = ('input + boxes', 'top-down', 'novel view')
 NOVEL_EYE = (1.0, -1.5, -1.0)  # metres in W: right of, 1.5 m above and 1 m behind the camera
 MAX_PANEL_SIZE = 1024  # pixels: a 6000×4000 photo gets a 1024×683 preview panel, not 6000×4000
 STAGING_PREFIX = '.predict-tmp-'  # + '<pid>-<random>': a killed run's is recognised and removed
+BACKUP = '.previous'  # in a staging folder: the files a write replaces, until it is done
 # What write_scene may replace or remove: its own file names, never a path elsewhere.
 OUTPUT_FILE = re.compile(r'object_[0-9]+_\w+\.ply|scene\.glb|preview\.png|boxes\.json')
 
@@ -266,7 +267,7 @@ def _commit(staging, output_dir, files, stale):
   """Renames `files` from staging into output_dir (boxes.json, the last, commits) and
   removes `stale`; what they replace or remove is first renamed into staging/.previous, so
   that any failure puts everything back as it was."""
-  backup = os.path.join(staging, '.previous')
+  backup = os.path.join(staging, BACKUP)
   os.mkdir(backup)
   done = []  # (name, a previous file was moved aside, the new one was moved in)
   try:
@@ -319,7 +320,7 @@ def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject
   created = _missing_folders(os.path.abspath(output_dir))
   try:
     os.makedirs(output_dir, exist_ok=True)
-    remove_dead_staging(output_dir, STAGING_PREFIX)
+    remove_dead_staging(output_dir, STAGING_PREFIX, backup=BACKUP)  # a killed run's files back
     staging = tempfile.mkdtemp(prefix=f'{STAGING_PREFIX}{os.getpid()}-', dir=output_dir)
     try:
       files = _write_contents(staging, image, K, world_to_cam, objects, layout)

@@ -182,6 +182,8 @@ def restore_workdir(workdir):
     _, shape_params = shape_trainer.restore(config, workdir, statistics.shape_step)
   except FileNotFoundError as error:
     raise ModelError(f'{workdir} is an incomplete workdir: {error}') from None
+  except checkpoints.CheckpointUnreadable as error:
+    raise ModelError(str(error)) from None
   if checkpoints.latest_step(f'{workdir}/checkpoints/scene') is None:
     raise ModelError(f'No scene checkpoint in {workdir}/checkpoints/scene: train it first '
                      '(python -m scenediff_jax.main --mode=train).')

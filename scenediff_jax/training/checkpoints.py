@@ -1,9 +1,9 @@
 """Checkpoints through orbax's CheckpointManager: the one place training saves and restores.
 
 Nothing here deletes a checkpoint it cannot read. Read-only users (eval, export, predict)
-stop with `CheckpointUnreadable`; training, which must go on from somewhere, moves the
-unreadable ones aside to `<directory>.unreadable/` (it says so) and resumes from the newest
-one it can read."""
+stop with `CheckpointUnreadable`; training, which must go on from somewhere, resumes from the
+newest one it can read and only then moves the newer unreadable ones aside to
+`<directory>.unreadable/` (it says so)."""
 import os
 import shutil
 import time
@@ -56,27 +56,42 @@ class Checkpointer:
     without one, the saved pytree as it is (nested dicts of arrays).
 
     A latest checkpoint that cannot be read (truncated or missing files) raises
-    CheckpointUnreadable when read-only or when `step` was asked for; in training it is moved
-    aside with a warning and the one before it is tried, and so on.
+    CheckpointUnreadable when read-only, when `step` was asked for, or in a multi-process
+    job (where the processes would have to agree). In training, older ones are tried, and
+    once one is restored the newer unreadable ones are moved aside, with a warning: training
+    writes those steps again. If none can be read, nothing is moved.
     """
+    import jax  # only to know whether other processes share the directory
     steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
     if not steps:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
-    for i, candidate in enumerate(steps):
+    fall_back = not self.read_only and step is None and jax.process_count() == 1
+    unreadable = []
+    for candidate in steps:
       logging.info('Restoring checkpoint %d from %s', candidate, self.directory)
       try:
-        return self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
+        state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
       except Exception as error:  # orbax raises many kinds for damaged files
         reason = f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
-        if self.read_only or step is not None or i + 1 == len(steps):
-          raise CheckpointUnreadable(
-              f'Checkpoint {candidate} in {self.directory} cannot be read ({reason}). Nothing '
-              'was changed; if its files are only elsewhere, put them back. If it is damaged, '
-              '--mode=train moves it aside and resumes from the one before.') from None
-        moved = self._move_aside(candidate)
-        logging.warning('Checkpoint %d in %s cannot be read (%s); moved it to %s and falling '
-                        'back to checkpoint %d. Delete it there once you no longer need it.',
-                        candidate, self.directory, reason, moved, steps[i + 1])
+        unreadable.append((candidate, reason))
+        if fall_back:
+          continue
+        raise CheckpointUnreadable(
+            f'Checkpoint {candidate} in {self.directory} cannot be read ({reason}). Nothing '
+            'was changed; if its files are only elsewhere, put them back. If it is damaged, '
+            'move it out of the directory (single-process --mode=train does that itself) and '
+            'training resumes from the one before.') from None
+      for damaged, reason in unreadable:
+        moved = self._move_aside(damaged)
+        logging.warning('Checkpoint %d in %s cannot be read (%s); moved it to %s and resuming '
+                        'from checkpoint %d. Delete it there once you no longer need it.',
+                        damaged, self.directory, reason, moved, candidate)
+      return state
+    raise CheckpointUnreadable(
+        f'No checkpoint in {self.directory} can be read (steps '
+        f'{", ".join(str(s) for s, _ in unreadable)}; the newest: {unreadable[0][1]}). Nothing '
+        'was moved: if the files are fine, the cause is elsewhere (memory, a changed '
+        'config.mesh, the file system); otherwise use a new --workdir.')
 
   def _move_aside(self, step):
     """Moves checkpoint `step` out of the manager's sight (training writes the step again)."""

@@ -20,7 +20,7 @@ MINIMUM = (
     ('eval.batch_size', 1), ('eval.num_samples', 1), ('eval.num_scenes', 0),
     ('eval.mesh_objects', 0), ('eval.num_previews', 0), ('eval.mesh_resolution', 1),
     ('eval.coarse_resolution', 1),
-    ('shape_eval.num_shapes', 1), ('shape_eval.mesh_resolution', 1),
+    ('shape_eval.num_shapes', 0), ('shape_eval.mesh_resolution', 1),
     ('shape_eval.coarse_resolution', 1),
 )
 POSITIVE = ('training.learning_rate', 'shape_training.learning_rate')
@@ -83,6 +83,6 @@ def check_devices(config, device_count: int, data_axis: int) -> None:
 def check_split(config, splits) -> None:
   """ConfigError unless config.eval.split is one of the dataset's `splits`."""
   split = config.eval.split
-  if split not in splits:
+  if split.split('[')[0] not in splits:  # 'test[:100]': a slice of a split
     raise ConfigError(f'--config.eval.split={split!r} is not a split of {config.data.name} '
                       f'(it has {", ".join(sorted(splits))}).')

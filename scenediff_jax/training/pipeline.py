@@ -35,11 +35,12 @@ def prepare(config, workdir, train_shapes: bool = True) -> Stages:
   scenes, shapes = registry.scene_builder(config), registry.shape_builder(config)
   scene_trained = _scene_trained(workdir)
   shape_dir = os.path.join(workdir, 'checkpoints', 'shape')
-  if train_shapes:
-    check_resumable(config, workdir)
+  if train_shapes and not scene_trained:
     shape_model, shape_params = shape_trainer.train(config, workdir, shapes.as_data_source('train'))
     shape_step = checkpoints.latest_step(shape_dir)
-  else:
+  else:  # eval, or a scene model trained on this autoencoder: restored as it is, not retrained
+    if train_shapes:
+      check_resumable(config, workdir)
     recorded = _recorded_shape_step(workdir)
     shape_model, shape_params = shape_trainer.restore(config, workdir, recorded)
     shape_step = recorded if recorded is not None else checkpoints.latest_step(shape_dir)
@@ -127,6 +128,7 @@ def train(config, workdir) -> Stages:
 
 def evaluate(config, workdir, stages: Stages = None) -> dict:
   """`--mode=eval`: scores the latest scene checkpoint on config.eval.split."""
-  from scenediff_jax.training import scene_eval
+  from scenediff_jax.training import config_checks, scene_eval
   stages = stages or prepare(config, workdir, train_shapes=False)
+  config_checks.check_split(config, stages.scenes.info.splits)  # before any sampling
   return scene_eval.evaluate(config, workdir, stages, registry.true_mesh_fn(config))

@@ -1,14 +1,16 @@
 """A workdir's guards: its config.json is checked against a new run's config before anything
-is written, and one lock file keeps a second training out while one runs.
+is written, and a lock on one file keeps a second training out while one runs.
 
 What a run may change in a finished or interrupted workdir is its budget (step counts,
 checkpoint and log intervals, evaluation settings); what it may not change is anything that
 shapes the networks or the data they learnt from (`MODEL_AND_DATA_FIELDS`): restoring the
 checkpoints with those would fail, or worse, succeed with another meaning.
 """
+import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 
 from absl import logging
@@ -48,12 +50,13 @@ def _covered(name):
 
 def model_and_data_differences(new: dict, old: dict) -> list:
   """['field: old → new', ...] for the MODEL_AND_DATA_FIELDS where two configs (as JSON
-  dicts) differ; a field absent from one of them counts as different."""
+  dicts) differ. A field the new config lacks counts as different; one the old config lacks
+  (a workdir from before the field existed, trained with what is now its default) does not."""
   new, old = _flat(new), _flat(old)
   missing = '(absent)'
   return [f'{name}: {old.get(name, missing)} → {new.get(name, missing)}'
           for name in sorted(set(new) | set(old))
-          if _covered(name) and new.get(name, missing) != old.get(name, missing)]
+          if _covered(name) and name in old and new.get(name, missing) != old[name]]
 
 
 def config_dict(config) -> dict:
@@ -77,11 +80,15 @@ def read_config(workdir):
   return saved
 
 
+# What a config.json guards: files made with it (checkpoints, derived files, a bundle).
+PRODUCTS = ('checkpoints', 'shape_latents.npz', 'statistics.json', 'export')
+
+
 def check_config(config, workdir) -> None:
-  """WorkdirError unless `config` may run in `workdir`: no config.json yet, or one whose
-  model and data fields are the same."""
+  """WorkdirError unless `config` may run in `workdir`: nothing trained there yet, or a
+  config.json whose model and data fields are the same."""
   saved = read_config(workdir)
-  if saved is None:
+  if saved is None or not any(os.path.exists(os.path.join(workdir, p)) for p in PRODUCTS):
     return
   differences = model_and_data_differences(config_dict(config), saved)
   if differences:
@@ -110,86 +117,55 @@ def prepare(workdir, create: bool) -> None:
     return
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    # A unique name: every process of a multi-host job probes the same shared folder.
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-'):
+      pass
   except OSError as error:
     raise WorkdirError(f'--workdir={workdir} cannot be written to ({error.strerror or error}): '
                        'give a folder on a writable disk.') from None
 
 
-def _process_start(pid):
-  """The process's start time in clock ticks after boot (Linux), or None where unknown: with
-  the pid it tells a live owner from a new process that got the same pid."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return int(f.read().rsplit(')', 1)[1].split()[19])
-  except (OSError, IndexError, ValueError):
-    return None
-
-
-def _alive(owner) -> bool:
-  try:
-    os.kill(int(owner['pid']), 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # someone else's process: alive
-    return True
-  started = _process_start(owner['pid'])
-  return started is None or owner.get('process_start') in (None, started)
-
-
 class WorkdirLock:
-  """`with WorkdirLock(workdir, mode):` holds workdir/.lock (pid, host, mode, start) while
-  training runs. A second one stops with WorkdirLocked naming the first; a lock whose process
-  is gone on this host (killed, say) is stale and taken over with a warning. A lock from
-  another host cannot be checked from here: the message says how to remove it."""
+  """`with WorkdirLock(workdir, mode):` holds an exclusive lock on workdir/.lock (fcntl.flock)
+  while training runs, with the holder's pid, host, mode and start time written in it. A
+  second one stops with WorkdirLocked naming the first. The kernel releases the lock when its
+  process ends, however it ends, so a lock left by a killed training is simply taken.
+
+  The file itself is never deleted: a process waiting on a deleted file's lock would hold a
+  lock nobody else sees."""
 
   def __init__(self, workdir: str, mode: str):
     self.path = os.path.join(workdir, LOCK_FILE)
     self.owner = {'pid': os.getpid(), 'host': socket.gethostname(), 'mode': mode,
-                  'since': time.strftime('%Y-%m-%d %H:%M:%S'),
-                  'process_start': _process_start(os.getpid())}
-    self._held = False
-
-  def _read(self):
-    try:
-      with open(self.path) as f:
-        return json.load(f)
-    except FileNotFoundError:
-      return None
-    except (OSError, ValueError):
-      return {}  # half-written by a process killed while writing it: stale
+                  'since': time.strftime('%Y-%m-%d %H:%M:%S')}
+    self._file = None
 
   def __enter__(self):
-    for _ in range(3):
+    f = open(self.path, 'a+')
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by a live process
+      f.seek(0)
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        owner = self._read()
-        if owner is None:  # released meanwhile
-          continue
-        if owner and (owner.get('host') != self.owner['host'] or _alive(owner)):
-          raise WorkdirLocked(
-              f'{os.path.dirname(self.path)} is in use by process {owner.get("pid")} on '
-              f'{owner.get("host")} (--mode={owner.get("mode")}, since {owner.get("since")}): '
-              f'wait for it to finish or use another --workdir; if that process is gone, '
-              f'delete {self.path}.')
-        logging.warning('Removing the stale lock %s (%s): its process is gone.', self.path,
-                        owner or 'unreadable')
-        try:
-          os.remove(self.path)
-        except FileNotFoundError:
-          pass
-        continue
-      with os.fdopen(fd, 'w') as f:
-        json.dump(self.owner, f)
-      self._held = True
-      return self
-    raise WorkdirLocked(f'Could not take the lock {self.path}; retry.')
+        owner = json.loads(f.read() or '{}')
+      except ValueError:
+        owner = {}
+      f.close()
+      raise WorkdirLocked(
+          f'{os.path.dirname(self.path)} is in use by process {owner.get("pid", "?")} on '
+          f'{owner.get("host", "?")} (--mode={owner.get("mode", "?")}, since '
+          f'{owner.get("since", "?")}): wait for it to finish, or use another --workdir.'
+          ) from None
+    f.seek(0)
+    f.truncate()
+    json.dump(self.owner, f)
+    f.flush()
+    self._file = f
+    return self
 
   def __exit__(self, *exc):
-    if self._held and (self._read() or {}).get('pid') == self.owner['pid']:
-      os.remove(self.path)
-    self._held = False
+    if self._file is not None:
+      self._file.truncate(0)  # the lock is free: no owner to name
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
