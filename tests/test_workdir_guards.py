@@ -2,14 +2,12 @@
 anything is written, config.json changes only for an accepted run, one training at a time,
 unreadable checkpoints are never deleted, derived files follow the stage they come from.
 Expectations come from docs/robustness.md (tests/robustness.py)."""
-import errno
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 
 from absl import flags
 import numpy as np

@@ -145,16 +145,11 @@ def _config_fix(workdir):
 
 
 def read_statistics(workdir):
-  from scenediff_jax.training import scene_data
-  path = os.path.join(workdir, 'statistics.json')
+  from scenediff_jax.training import workdir as workdir_lib
   try:
-    with open(path) as f:
-      statistics = scene_data.SceneStatistics.from_json(f.read())
-  except FileNotFoundError:
-    raise
-  except (OSError, ValueError, KeyError, TypeError) as error:
-    raise ModelError(f'{path} cannot be read ({type(error).__name__}: {error}); delete it and '
-                     'rerun --mode=train on the workdir to recompute it.') from None
+    statistics = workdir_lib.read_statistics(os.path.join(workdir, 'statistics.json'))
+  except workdir_lib.WorkdirError as error:
+    raise ModelError(str(error)) from None
   if statistics.image_size is None:
     raise ModelError(f'{workdir}/statistics.json has no image_size (written before it '
                      'existed): add "image_size": [height, width] of the training images.')

@@ -71,19 +71,9 @@ def check_resumable(config, workdir) -> None:
         f'Keep --config.shape_training.steps={done} here, or use a new --workdir.')
 
 
-def read_statistics(path) -> scene_data.SceneStatistics:
-  try:
-    with open(path) as f:
-      return scene_data.SceneStatistics.from_json(f.read())
-  except (OSError, ValueError, KeyError, TypeError) as error:
-    raise workdir_lib.WorkdirError(
-        f'{path} cannot be read ({type(error).__name__}: {error}); delete it and rerun '
-        '--mode=train to recompute it.') from None
-
-
 def _recorded_shape_step(workdir):
   path = os.path.join(workdir, STATISTICS_FILE)
-  return read_statistics(path).shape_step if os.path.exists(path) else None
+  return workdir_lib.read_statistics(path).shape_step if os.path.exists(path) else None
 
 
 def load_or_compute_statistics(workdir, scenes, config, latents, keep_recorded: bool = False):
@@ -91,7 +81,7 @@ def load_or_compute_statistics(workdir, scenes, config, latents, keep_recorded: 
   otherwise computed anew and written. `keep_recorded`: as in shape_latents.load_or_encode."""
   path = os.path.join(workdir, STATISTICS_FILE)
   if os.path.exists(path):
-    statistics = read_statistics(path)
+    statistics = workdir_lib.read_statistics(path)
     if statistics.shape_step == latents.shape_step:
       return statistics
     if keep_recorded:

@@ -13,7 +13,6 @@ import socket
 import tempfile
 import time
 
-from absl import logging
 
 CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
@@ -82,6 +81,20 @@ def read_config(workdir):
 
 # What a config.json guards: files made with it (checkpoints, derived files, a bundle).
 PRODUCTS = ('checkpoints', 'shape_latents.npz', 'statistics.json', 'export')
+
+
+def read_statistics(path):
+  """The scene_data.SceneStatistics in `path` (FileNotFoundError when there is none);
+  WorkdirError when the file cannot be read."""
+  from scenediff_jax.training import scene_data
+  try:
+    with open(path) as f:
+      return scene_data.SceneStatistics.from_json(f.read())
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise WorkdirError(f'{path} cannot be read ({type(error).__name__}: {error}); delete it and '
+                       'rerun --mode=train on the workdir to recompute it.') from None
 
 
 def check_config(config, workdir) -> None:
