@@ -16,9 +16,14 @@ from scenediff_jax.training import ablation
 def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   if variant in ablation.VARIANTS:
     return ablation.variant(get_config('default'), variant)
+  if variant == 'paper_recipe':
+    config = get_config('default')
+    use_paper_recipe(config)
+    config.name = 'synthetic_paper_recipe'
+    return config
   if variant not in ('default', 'smoke', 'paper'):
     raise ValueError(f'Unknown variant {variant!r} of configs/synthetic.py; use default, smoke, '
-                     f'paper or an ablation variant ({", ".join(ablation.VARIANTS)}).')
+                     f'paper, paper_recipe or an ablation variant ({", ".join(ablation.VARIANTS)}).')
   smoke = variant == 'smoke'
   config = ml_collections.ConfigDict()
   config.name = f'synthetic_{variant}'
@@ -69,6 +74,11 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       intrinsic_layers=(1, 1) if smoke else (1, 2), time_frequencies=32 if smoke else 64))
   config.diffusion = ml_collections.ConfigDict(dict(
       num_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+      schedule='linear',  # or 'cosine' (diffusion/schedule.py)
+      prediction='eps',  # what the denoiser outputs: 'eps', 'x0' or 'v' (diffusion/parametrization.py)
+      # Per-scene loss weight over t, in x₀ units (diffusion/weighting.py): 'none' (the
+      # prediction's own MSE), 'min_snr' (min(SNR, γ)) or 'clamped_snr' (clip(SNR, 1, γ)).
+      loss_weighting='none', snr_gamma=5.0,
       # DDIM steps and η at evaluation and prediction. η = 1 (stochastic, like DDPM) at 25
       # steps scored best on held-out SynthRooms scenes (test-split indices 500–649, beyond
       # the built split): IoU3D 17.7 / layout 41.1 against 13.9 / 36.5 with η = 0, and as
@@ -84,6 +94,10 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       warmup_steps=5 if smoke else 100, diffusion_steps=20 if smoke else 1600,
       joint_steps=6 if smoke else 300, align_weight=0.01, ema_decay=0.995,
       align_clip=4.0,  # x̂₀ in L_align is clipped to ± this (normalised units)
+      align_weighting='uniform',  # per-scene L_align weight: 'uniform', or 'signal' (ᾱ_t)
+      # Shape latents normalised per channel over all parts ('channel') or per (part,
+      # channel) ('part'): training/scene_data.latent_statistics.
+      latent_normalization='channel',
       depth_points=64 if smoke else 256,  # ground-truth depth points per object for L_align
       align_points_per_gaussian=4 if smoke else 16,  # x̂₀ samples per Gaussian for L_align
       statistics_scenes=1000,  # training scenes that fix the normalisation statistics
@@ -94,6 +108,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       split='test', num_scenes=8 if smoke else 0,  # 0: the whole split
       batch_size=8 if smoke else 50, use_ema=True, seed=0,
+      tag='',  # results go to DIR/eval, or DIR/eval_TAG
       # Samples per scene; K > 1 scores their consensus (inference/consensus.py: medoid box
       # per object, mean room box). On the held-out scenes K = 8 gave IoU3D 20.1 / AP3D 33.9 /
       # layout 47.3 against one sample's 17.7 / 27.7 / 41.1 (K = 16: 22.0 / 38.3 / 48.2).
@@ -134,3 +149,12 @@ def use_paper_sizes(config: ml_collections.ConfigDict) -> None:
                          head_dim=64, shape_width=256, shape_heads=4, gaussian_layers=(2, 6),
                          intrinsic_layers=(6, 6), time_frequencies=128)
   config.training.update(depth_points=2000, align_points_per_gaussian=1000)
+
+
+def use_paper_recipe(config: ml_collections.ConfigDict) -> None:
+  """The paper's diffusion recipe (PAPER.md "Diffusion" and "Losses"): ε-prediction on the
+  linear β schedule with uniform t and the plain ε-MSE, shape latents normalised per channel,
+  L_align on every timestep alike, 10% condition dropout and no guidance (docs/recipe.md)."""
+  config.diffusion.update(prediction='eps', schedule='linear', loss_weighting='none',
+                          condition_drop=0.1, guidance_scale=1.0)
+  config.training.update(latent_normalization='channel', align_weighting='uniform')

@@ -117,6 +117,24 @@ def shape_builder(config, prepare: bool = True):
                d.get('shape_manual_dir', d.get('manual_dir')))
 
 
+def split_source(config, builder, split: str):
+  """The data source of `split` of the scene dataset: a built split (or a slice of one,
+  'test[:100]'), or for SynthRooms 'validation', scenes drawn like the test ones but never
+  built into it (data_pipelines/synth_rooms/validation.py; eval.num_scenes of them, 0 for
+  the default count)."""
+  if split == 'validation' and config.data.name == 'synth_rooms':
+    from data_pipelines.synth_rooms import validation
+    count = config.eval.get('num_scenes', 0) or validation.DEFAULT_COUNT
+    return validation.ValidationScenes(builder.builder_config, count)
+  return builder.as_data_source(split)
+
+
+def splits_of(config, builder) -> tuple:
+  """The splits `split_source` can open for `config`'s scene dataset."""
+  extra = ('validation',) if config.data.name == 'synth_rooms' else ()
+  return tuple(builder.info.splits) + extra
+
+
 def check_available(config, shapes: bool = True) -> None:
   """DataMissing early (before a workdir is touched) when a real dataset can't be built, or
   DataDamaged when a built one lost files."""

@@ -123,7 +123,7 @@ def _run(config, workdir, mode):
   if mode in ('eval', 'train_and_eval'):
     builder = registry.scene_builder(config, prepare=False)
     if builder.is_prepared():
-      config_checks.check_split(config, builder.info.splits)
+      config_checks.check_split(config, registry.splits_of(config, builder))
   if mode in ('train', 'train_and_eval', 'train_shape'):
     from scenediff_jax.training import pipeline
     pipeline.check_resumable(config, workdir)

@@ -243,8 +243,9 @@ def test_model_and_data_differences_name_each_field():
 def test_every_config_variant_passes_the_checks():
   """The checks refuse values that cannot work, not the configs we ship."""
   from scenediff_jax.training import ablation, config_checks
-  variants = {'synthetic': ('default', 'smoke', 'paper', *ablation.VARIANTS),
-              'sunrgbd': ('default', 'smoke'), 'pix3d': ('default', 'smoke')}
+  variants = {'synthetic': ('default', 'smoke', 'paper', 'paper_recipe', *ablation.VARIANTS),
+              'sunrgbd': ('default', 'smoke', 'paper_recipe'),
+              'pix3d': ('default', 'smoke', 'paper_recipe')}
   for name, names in variants.items():
     spec = importlib.util.spec_from_file_location(f'config_{name}',
                                                   os.path.join(REPO, 'configs', f'{name}.py'))

@@ -3,13 +3,15 @@
 Training replaces a random share of the scenes' conditions by a learned null condition
 (`drop_condition_mask`), so one network gives both ε_c = ε(x_t, t, y) and ε_u = ε(x_t, t, ∅);
 sampling then follows ε = ε_u + s (ε_c − ε_u) (Ho & Salimans 2022). s = 1 is plain
-conditional sampling and costs a single network call.
+conditional sampling and costs a single network call. The same mix of x₀ or v predictions is
+the same guided sampler: at one (x_t, t) each is an affine function of ε with the same
+coefficients for both calls.
 """
 import jax
 
 
 def guided_denoise_fn(conditional_fn, unconditional_fn, scale):
-  """A denoise_fn(x_t, t) -> eps mixing two of them, leaf by leaf, with guidance `scale`.
+  """A denoise_fn(x_t, t) -> output mixing two of them, leaf by leaf, with guidance `scale`.
 
   With a python scale of 1 (or 0) only the conditional (or unconditional) function is
   returned, so turning guidance off adds no compute. A traced scale (an exported sampler

@@ -1,7 +1,8 @@
 """Samplers of the reverse process: DDPM ancestral sampling and DDIM, over pytree states.
 
-`denoise_fn(x_t, t) -> eps` is the model as a closure: x_t a pytree whose leaves have the
-batch B as leading dimension, t int32 [B], eps a pytree like x_t. A `template` is a pytree of
+`denoise_fn(x_t, t) -> output` is the model as a closure: x_t a pytree whose leaves have the
+batch B as leading dimension, t int32 [B], output a pytree like x_t holding what the model
+predicts (`prediction`: 'eps', the default, 'x0' or 'v'; diffusion/parametrization.py). A `template` is a pytree of
 arrays or jax.ShapeDtypeStructs giving the shapes and dtypes of the state.
 
 Randomness follows one scheme in both samplers, so that DDIM with every timestep and η = 1
@@ -14,6 +15,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from scenediff_jax.diffusion.parametrization import x0_and_eps
 
 
 def tree_normal(key, template):
@@ -51,21 +54,20 @@ def _clip(schedule, x_t, t, x0, eps, clip_x0):
   return x0, schedule.predict_eps(x_t, t, x0)
 
 
-def ddpm_step(denoise_fn, schedule, x_t, t, key, clip_x0=None):
+def ddpm_step(denoise_fn, schedule, x_t, t, key, clip_x0=None, prediction='eps'):
   """One ancestral step x_t → x_{t−1} ~ N(μ̃_t(x̂0, x_t), β̃_t I); t a scalar (or [B]).
 
   No noise is added at t = 0 (β̃_0 = 0, and masked besides), so the last step returns x̂0.
   """
   t = jnp.asarray(t, jnp.int32)
-  eps = denoise_fn(x_t, _batched_t(t, x_t))
-  x0 = schedule.predict_x0(x_t, t, eps)
+  x0, eps = x0_and_eps(schedule, prediction, x_t, t, denoise_fn(x_t, _batched_t(t, x_t)))
   x0, _ = _clip(schedule, x_t, t, x0, eps, clip_x0)
   mean = schedule.posterior_mean(x0, x_t, t)
   std = jnp.where(t > 0, jnp.sqrt(schedule.posterior_variance(t)), 0.0)
   return jax.tree.map(lambda m, z: m + _per_leaf(std, m) * z, mean, tree_normal(key, x_t))
 
 
-def ddpm_sample(denoise_fn, schedule, key, template, clip_x0=None):
+def ddpm_sample(denoise_fn, schedule, key, template, clip_x0=None, prediction='eps'):
   """Ancestral sampling over all T steps, from x_{T−1} ~ N(0, I) down to x̂0."""
   init_key, steps_key = jax.random.split(key)
   x = tree_normal(init_key, template)
@@ -74,7 +76,7 @@ def ddpm_sample(denoise_fn, schedule, key, template, clip_x0=None):
 
   def body(x, step):
     t, k = step
-    return ddpm_step(denoise_fn, schedule, x, t, k, clip_x0), None
+    return ddpm_step(denoise_fn, schedule, x, t, k, clip_x0, prediction), None
 
   return jax.lax.scan(body, x, (ts, keys))[0]
 
@@ -92,7 +94,8 @@ def ddim_timesteps(num_timesteps, num_steps):
   return np.round(np.linspace(num_timesteps - 1, 0, num_steps)).astype(np.int32)
 
 
-def ddim_step(denoise_fn, schedule, x_t, t, t_prev, key, eta=0.0, clip_x0=None):
+def ddim_step(denoise_fn, schedule, x_t, t, t_prev, key, eta=0.0, clip_x0=None,
+              prediction='eps'):
   """One DDIM step x_t → x_{t_prev} (Song et al. 2021, eq. 12); t_prev = −1 means x0.
 
   x_prev = √ᾱ_prev x̂0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z, with
@@ -109,8 +112,7 @@ def ddim_step(denoise_fn, schedule, x_t, t, t_prev, key, eta=0.0, clip_x0=None):
   x0_coef = jnp.exp(0.5 * log_a_prev)
   eps_coef = jnp.sqrt(jnp.maximum(one_minus_prev - var, 0.0))
 
-  eps = denoise_fn(x_t, _batched_t(t, x_t))
-  x0 = schedule.predict_x0(x_t, t, eps)
+  x0, eps = x0_and_eps(schedule, prediction, x_t, t, denoise_fn(x_t, _batched_t(t, x_t)))
   x0, eps = _clip(schedule, x_t, t, x0, eps, clip_x0)
   x_prev = jax.tree.map(lambda z, e: _per_leaf(x0_coef, z) * z + _per_leaf(eps_coef, e) * e,
                         x0, eps)
@@ -120,14 +122,16 @@ def ddim_step(denoise_fn, schedule, x_t, t, t_prev, key, eta=0.0, clip_x0=None):
   return jax.tree.map(lambda m, z: m + _per_leaf(std, m) * z, x_prev, tree_normal(key, x_t))
 
 
-def ddim_sample(denoise_fn, schedule, key, template, num_steps=100, eta=0.0, clip_x0=None):
+def ddim_sample(denoise_fn, schedule, key, template, num_steps=100, eta=0.0, clip_x0=None,
+                prediction='eps'):
   """DDIM sampling over `ddim_timesteps(T, num_steps)` (num_steps static), from N(0, I)."""
   return ddim_sample_over(denoise_fn, schedule, key, template,
                           jnp.asarray(ddim_timesteps(schedule.num_timesteps, num_steps)),
-                          eta, clip_x0)
+                          eta, clip_x0, prediction)
 
 
-def ddim_sample_over(denoise_fn, schedule, key, template, timesteps, eta=0.0, clip_x0=None):
+def ddim_sample_over(denoise_fn, schedule, key, template, timesteps, eta=0.0, clip_x0=None,
+                     prediction='eps'):
   """DDIM sampling over given descending `timesteps` int32 [S] (e.g. `ddim_timesteps`).
 
   The steps are an input rather than a constant, so one compiled (or exported) sampler
@@ -141,6 +145,6 @@ def ddim_sample_over(denoise_fn, schedule, key, template, timesteps, eta=0.0, cl
 
   def body(x, step):
     t, t_prev, k = step
-    return ddim_step(denoise_fn, schedule, x, t, t_prev, k, eta, clip_x0), None
+    return ddim_step(denoise_fn, schedule, x, t, t_prev, k, eta, clip_x0, prediction), None
 
   return jax.lax.scan(body, x, (timesteps, prev, keys))[0]

@@ -1,6 +1,8 @@
-"""The DDPM noise schedule: forward noising q(x_t | x_0), its inverses and the posterior.
+"""The noise schedule: forward noising q(x_t | x_0), its inverses and the posterior.
 
-PAPER.md "Diffusion": T = 1000 steps, β linear from 1e-4 to 0.02, ε-prediction.
+PAPER.md "Diffusion": T = 1000 steps, β linear from 1e-4 to 0.02 (`linear_schedule`). The
+cosine schedule (Nichol & Dhariwal 2021, `cosine_schedule`) spends fewer timesteps at
+signal-to-noise ratios near 0, where a linear schedule's last third carries no signal.
 
 Timesteps follow the DDPM reference code: t ∈ {0, …, T−1}, and x_t at index t has been
 noised with ᾱ_t = alphas_cumprod[t], so t = 0 is the first noising step (ᾱ_0 = 1 − β_0, not
@@ -41,6 +43,7 @@ class NoiseSchedule:
   posterior_variances: jax.Array  # β̃_t; 0 at t = 0
   posterior_mean_coef_x0: jax.Array
   posterior_mean_coef_xt: jax.Array
+  snr: jax.Array  # ᾱ_t / (1 − ᾱ_t), the signal-to-noise ratio of x_t
   num_timesteps: int = flax.struct.field(pytree_node=False)
 
   def add_noise(self, x0, t, noise):
@@ -78,9 +81,48 @@ class NoiseSchedule:
 
 def linear_schedule(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
   """The DDPM linear-β schedule (the paper's: 1000 steps, 1e-4 to 0.02)."""
+  _check_length(num_timesteps)
+  return schedule_from_betas(np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64))
+
+
+COSINE_OFFSET = 0.008  # s of Nichol & Dhariwal: keeps β_0 from vanishing
+MAX_BETA = 0.999  # their clip, so that the last step keeps a little of the signal
+
+
+def cosine_schedule(num_timesteps=1000):
+  """ᾱ(τ) = cos²(π/2 · (τ/T + s)/(1 + s)) / cos²(π/2 · s/(1 + s)), with x_t at index t
+  noised for t + 1 steps (ᾱ_t = ᾱ(t + 1)); β clipped at MAX_BETA."""
+  _check_length(num_timesteps)
+  f = lambda tau: np.cos(np.pi / 2 * (tau / num_timesteps + COSINE_OFFSET) / (1 + COSINE_OFFSET)) ** 2
+  tau = np.arange(num_timesteps + 1, dtype=np.float64)
+  alphas_cumprod = f(tau) / f(0.0)
+  betas = np.clip(1.0 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0.0, MAX_BETA)
+  return schedule_from_betas(betas)
+
+
+SCHEDULES = {'linear': linear_schedule, 'cosine': cosine_schedule}
+
+
+def make_schedule(config) -> NoiseSchedule:
+  """The schedule `config.diffusion` names (`schedule`: 'linear', the paper's, when absent,
+  as in workdirs trained before it was a choice)."""
+  d = config.diffusion
+  name = d.get('schedule', 'linear')
+  if name == 'linear':
+    return linear_schedule(d.num_timesteps, d.beta_start, d.beta_end)
+  if name == 'cosine':
+    return cosine_schedule(d.num_timesteps)
+  raise ValueError(f"config.diffusion.schedule must be one of {', '.join(SCHEDULES)}, not {name!r}.")
+
+
+def _check_length(num_timesteps):
   if num_timesteps < 1:
     raise ValueError(f'num_timesteps must be positive, got {num_timesteps}')
-  betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+
+
+def schedule_from_betas(betas) -> NoiseSchedule:
+  """Every coefficient of the schedule of `betas` [T], derived in float64."""
+  betas = np.asarray(betas, np.float64)
   alphas = 1.0 - betas
   alphas_cumprod = np.cumprod(alphas)
   alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
@@ -94,4 +136,5 @@ def linear_schedule(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
       posterior_variances=f32(betas * (1.0 - alphas_cumprod_prev) / one_minus),
       posterior_mean_coef_x0=f32(betas * np.sqrt(alphas_cumprod_prev) / one_minus),
       posterior_mean_coef_xt=f32((1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / one_minus),
-      num_timesteps=int(num_timesteps))
+      snr=f32(alphas_cumprod / one_minus),
+      num_timesteps=len(betas))

@@ -17,6 +17,7 @@ from jax import export
 import jax.numpy as jnp
 import numpy as np
 
+from scenediff_jax import diffusion
 from scenediff_jax.geometry.classes import CLASSES
 from scenediff_jax.inference import bundle, trained_model
 from scenediff_jax.inference.atomic_dir import atomic_directory
@@ -97,6 +98,10 @@ def write_bundle(target, config, statistics, scene_params, shape_params,
               'intrinsic_size': config.shape_model.intrinsic_size,
               'num_timesteps': d.num_timesteps, 'sampling_steps': d.sampling_steps,
               'guidance_scale': d.guidance_scale, 'platforms': list(platforms),
+              # What the sampler inside was trained as (informative: the functions hold it).
+              'method': config.get('method', 'diffusion'),
+              'prediction': diffusion.prediction_of(config),
+              'schedule': d.get('schedule', 'linear'),
               'jax_version': jax.__version__, 'config_name': config.name}
   with atomic_directory(target) as staging:
     for name, e in exported.items():

@@ -25,13 +25,14 @@ def scene_sampler(model: SceneModel, schedule, config, *, unconditional=False):
   """sample(params, batch, key, timesteps, guidance_scale) → normalised x₀ dict.
 
   A pure function of arrays (jit-able and exportable): DDIM over the descending `timesteps`
-  with the config's eta and x̂₀ clip; for the regression ablation (config.method), one
+  with the config's eta, x̂₀ clip and prediction (ε, x₀ or v); for the regression ablation (config.method), one
   forward pass, whatever the key and timesteps. `batch` has mask [B, N] and, unless unconditional,
   image, K, world_to_cam, bbox2d and class. A python guidance_scale of 1 compiles the
   conditional branch only; a traced one decides at run time.
   """
   d, s = config.diffusion, config.shape_model
   regression = diffusion.is_regression(config)
+  prediction = diffusion.prediction_of(config)
 
   def sample(params, batch, key, timesteps, guidance_scale):
     batch_size, num_objects = batch['mask'].shape
@@ -49,7 +50,8 @@ def scene_sampler(model: SceneModel, schedule, config, *, unconditional=False):
       x0 = denoise_fn(*diffusion.regression_input(template, schedule.num_timesteps))
       return jax.tree.map(lambda x: jnp.clip(x, -d.clip_x0, d.clip_x0), x0) if d.clip_x0 else x0
     return diffusion.ddim_sample_over(denoise_fn, schedule, key, template, timesteps,
-                                      eta=d.eta, clip_x0=d.clip_x0 or None)
+                                      eta=d.eta, clip_x0=d.clip_x0 or None,
+                                      prediction=prediction)
 
   return sample
 

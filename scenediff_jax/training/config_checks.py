@@ -23,7 +23,16 @@ MINIMUM = (
     ('shape_eval.num_shapes', 0), ('shape_eval.mesh_resolution', 1),
     ('shape_eval.coarse_resolution', 1),
 )
-POSITIVE = ('training.learning_rate', 'shape_training.learning_rate')
+POSITIVE = ('training.learning_rate', 'shape_training.learning_rate', 'diffusion.snr_gamma')
+# (field, allowed values) of the recipe's choices (checked where a config has the field).
+CHOICES = (
+    ('method', ('diffusion', 'regression')),
+    ('diffusion.prediction', ('eps', 'x0', 'v')),
+    ('diffusion.schedule', ('linear', 'cosine')),
+    ('diffusion.loss_weighting', ('none', 'min_snr', 'clamped_snr')),
+    ('training.align_weighting', ('uniform', 'signal')),
+    ('training.latent_normalization', ('channel', 'part')),
+)
 
 
 def _get(config, field):
@@ -60,6 +69,10 @@ def check(config) -> None:
     value = _get(config, field)
     if value is not None and not value > 0:
       raise ConfigError(f'--config.{field}={value}: give a positive number.')
+  for field, allowed in CHOICES:
+    value = _get(config, field)
+    if value is not None and value not in allowed:
+      raise ConfigError(f'--config.{field}={value!r}: give one of {", ".join(allowed)}.')
   d = config.get('diffusion')
   if d is not None and d.get('sampling_steps', 1) > d.get('num_timesteps', 1):
     raise ConfigError(f'--config.diffusion.sampling_steps={d.sampling_steps} is more than the '

@@ -77,12 +77,15 @@ def _recorded_shape_step(workdir):
 
 
 def load_or_compute_statistics(workdir, scenes, config, latents, keep_recorded: bool = False):
-  """workdir/statistics.json if it was computed from these latents (same shape step);
-  otherwise computed anew and written. `keep_recorded`: as in shape_latents.load_or_encode."""
+  """workdir/statistics.json if it was computed from these latents (same shape step) with the
+  config's latent normalisation; otherwise computed anew and written. `keep_recorded`: as in
+  shape_latents.load_or_encode (the scene model's own statistics are kept as they are)."""
   path = os.path.join(workdir, STATISTICS_FILE)
+  normalization = config.training.get('latent_normalization', 'channel')
   if os.path.exists(path):
     statistics = workdir_lib.read_statistics(path)
-    if statistics.shape_step == latents.shape_step:
+    same_normalization = statistics.latent_normalization == normalization
+    if statistics.shape_step == latents.shape_step and (same_normalization or keep_recorded):
       return statistics
     if keep_recorded:
       if statistics.shape_step is None:
@@ -94,11 +97,12 @@ def load_or_compute_statistics(workdir, scenes, config, latents, keep_recorded: 
           f'scene checkpoints were trained on, but the latents are of step '
           f'{latents.shape_step}. Use a new --workdir, or move checkpoints/scene and '
           f'{STATISTICS_FILE} aside to retrain the scene stages here.')
-    logging.info('%s was computed at shape step %s; computing it again.', path,
-                 statistics.shape_step)
+    logging.info('%s was computed at shape step %s with %s latent normalisation; computing it '
+                 'again.', path, statistics.shape_step, statistics.latent_normalization)
   statistics = dataclasses.replace(
       scene_data.compute_scene_statistics(scenes.as_data_source('train'),
-                                          config.training.statistics_scenes, latents),
+                                          config.training.statistics_scenes, latents,
+                                          normalization),
       shape_step=latents.shape_step)
   with open(path + '.tmp', 'w') as f:
     f.write(statistics.to_json())
@@ -120,5 +124,5 @@ def evaluate(config, workdir, stages: Stages = None) -> dict:
   """`--mode=eval`: scores the latest scene checkpoint on config.eval.split."""
   from scenediff_jax.training import config_checks, scene_eval
   stages = stages or prepare(config, workdir, train_shapes=False)
-  config_checks.check_split(config, stages.scenes.info.splits)  # before any sampling
+  config_checks.check_split(config, registry.splits_of(config, stages.scenes))  # before sampling
   return scene_eval.evaluate(config, workdir, stages, registry.true_mesh_fn(config))

@@ -8,7 +8,8 @@ sampled K times and scored on their consensus (inference/consensus.py); metrics.
 protocol). Poses give IoU3D / AP3D / layout IoU; L_align is measured from the masked depth
 points to points sampled from the predicted Gaussians placed in the scene; Chamfer / F-score
 come from meshes extracted for the first `mesh_objects` objects with a ground-truth shape
-(marching cubes is the slow part on a CPU).
+(marching cubes is the slow part on a CPU). `x0_mse_by_snr` gives the denoiser's one-call x̂₀
+error per noise band on the first batches (training/denoising_error.py).
 """
 import os
 import time
@@ -19,14 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from data_pipelines import registry
+from scenediff_jax import diffusion
 from scenediff_jax.evaluation import baseline, evaluator, report
 from scenediff_jax.geometry import boxes as boxes_lib, camera, gmm
 from scenediff_jax.inference import consensus, mesh as mesh_lib, sampling, scene_preview
 from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
-from scenediff_jax.training import checkpoints, scene_data, scene_trainer, sharding
+from scenediff_jax.training import (checkpoints, denoising_error, scene_data, scene_trainer,
+                                    sharding)
 
 
 FIRST_SAMPLE_KEYS = ('iou3d_mean', 'ap3d_15', 'layout_iou')
+BAND_ERROR_BATCHES = 2
 
 
 def _stack(examples):
@@ -92,14 +97,17 @@ def evaluate(config, workdir, stages, true_mesh):
       stages.shape_params, g, i, q, method=ShapeAutoencoder.occupancy))
   surface_samples = jax.jit(lambda key, g, boxes: boxes_lib.canonical_to_world(
       gmm.sample(key, g, e.points_per_gaussian).reshape(*g.shape[:2], -1, 3), boxes))
-  source = stages.scenes.as_data_source(e.split)
+  source = registry.split_source(config, stages.scenes, e.split)
   indices = list(range(len(source) if e.num_scenes <= 0 else min(e.num_scenes, len(source))))
 
   ground_truth, predictions, previews, meshes_left = [], [], [], e.mesh_objects
   first_samples = []  # with K > 1, the first sample's poses alone: the paper's one-sample protocol
+  error_batches = []  # the first BAND_ERROR_BATCHES batches also measure x̂₀ error per noise band
   tick = time.perf_counter()
   progress = tqdm.tqdm(total=len(indices), desc=f'eval {e.split}', unit='scene')
   for records, batch in _batches(source, indices, stages, config):
+    if len(error_batches) < BAND_ERROR_BATCHES:
+      error_batches.append(batch)
     key = jax.random.fold_in(jax.random.key(e.seed), len(predictions))
     samples = [sampling.decode(sample(params, batch, key if k == 0 else
                                       jax.random.fold_in(key, 1000 + k)), batch, stages.statistics)
@@ -152,12 +160,16 @@ def evaluate(config, workdir, stages, true_mesh):
                  parameters='ema' if e.use_ema else 'raw', seconds=seconds,
                  sampling_steps=config.diffusion.sampling_steps, eta=config.diffusion.eta,
                  num_samples=e.num_samples,
-                 guidance_scale=config.diffusion.guidance_scale)
+                 guidance_scale=config.diffusion.guidance_scale,
+                 prediction=diffusion.prediction_of(config),
+                 schedule=config.diffusion.get('schedule', 'linear'))
   if first_samples:
     first = evaluator.evaluate(ground_truth, first_samples)
     metrics['first_sample'] = {k: first[k] for k in FIRST_SAMPLE_KEYS}
+  metrics['x0_mse_by_snr'] = denoising_error.x0_error_by_band(
+      model, scene_trainer.make_schedule(config), config, params, error_batches, e.seed)
   trivial = evaluator.evaluate(ground_truth, _baseline_predictions(config, stages, source, indices))
-  eval_dir = os.path.join(workdir, 'eval')
+  eval_dir = eval_directory(workdir, config)
   report.write(metrics, eval_dir, title=f'Scene reconstruction, {config.name} {e.split}',
                baselines={'trivial baseline (class means)': trivial})
   scene_preview.save_previews(previews, os.path.join(eval_dir, 'previews'))
@@ -166,6 +178,12 @@ def evaluate(config, workdir, stages, true_mesh):
                trivial['ap3d_15'] or 0, metrics['iou3d_mean'] or 0, trivial['iou3d_mean'] or 0,
                eval_dir)
   return metrics
+
+
+def eval_directory(workdir, config):
+  """workdir/eval, or workdir/eval_TAG with eval.tag (side-by-side evaluations of one model)."""
+  tag = config.eval.get('tag', '')
+  return os.path.join(workdir, f'eval_{tag}' if tag else 'eval')
 
 
 def _baseline_predictions(config, stages, source, indices):

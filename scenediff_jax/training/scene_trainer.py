@@ -36,9 +36,7 @@ class TrainState(train_state.TrainState):
   ema_params: Any = None
 
 
-def make_schedule(config):
-  d = config.diffusion
-  return diffusion.linear_schedule(d.num_timesteps, d.beta_start, d.beta_end)
+make_schedule = diffusion.make_schedule
 
 
 def create_state(config, model, example_batch, key) -> TrainState:
@@ -72,29 +70,47 @@ def loss_fn(params, batch, key, *, model, schedule, statistics, config, align):
   batch_size = batch['image'].shape[0]
   x0 = {k: batch[k] for k in DIFFUSED}
   regression = diffusion.is_regression(config)
+  prediction = diffusion.prediction_of(config)
   if regression:  # the ablation: one fixed input, the target is x₀ itself
     x_t, timesteps = diffusion.regression_input(x0, schedule.num_timesteps)
-    target = x0
+    target, weights = x0, jnp.ones((batch_size,), jnp.float32)
   else:
     timesteps = schedule.sample_timesteps(k_time, batch_size)
-    target = diffusion.tree_normal(k_noise, x0)  # ε
-    x_t = schedule.add_noise(x0, timesteps, target)
+    eps = diffusion.tree_normal(k_noise, x0)
+    x_t = schedule.add_noise(x0, timesteps, eps)
+    target = diffusion.target(schedule, prediction, x0, eps, timesteps)
+    weights = diffusion.loss_weights(schedule, timesteps, prediction,
+                                     d.get('loss_weighting', 'none'), d.get('snr_gamma', 5.0))
   drop = diffusion.drop_condition_mask(k_drop, batch_size, d.condition_drop)
   y = model.apply(params, batch, drop, method=SceneModel.condition)
   output = model.apply(params, x_t, timesteps, y, batch['mask'], method=SceneModel.denoise)
-  l_pose, l_shape = losses.denoising_losses(output, target, batch)
+  l_pose, l_shape = losses.denoising_losses(output, target, batch, weights)
   l_align = jnp.zeros(())
   if align:
-    # x̂₀ is clipped to the normalised data range: at large t it is mostly noise amplified by
-    # 1/√ᾱ_t, and unclipped it would put points hundreds of metres away and dominate L.
-    x0_hat = output if regression else schedule.predict_x0(x_t, timesteps, output)
+    # x̂₀ is clipped to the normalised data range: at large t an ε-prediction's x̂₀ is mostly
+    # noise amplified by 1/√ᾱ_t, and unclipped it would put points hundreds of metres away.
+    x0_hat = output if regression else diffusion.predict_x0(schedule, prediction, x_t,
+                                                            timesteps, output)
     x0_hat = jax.tree.map(lambda x: jnp.clip(x, -t.align_clip, t.align_clip), x0_hat)
     height, width = batch['image'].shape[1:3]
     l_align = losses.alignment_loss(k_align, x0_hat, batch, statistics,
                                     jnp.array([width, height], jnp.float32),
-                                    t.align_points_per_gaussian)
+                                    t.align_points_per_gaussian,
+                                    align_weights(schedule, timesteps, config))
   loss = l_pose + l_shape + (t.align_weight * l_align if align else 0.0)
   return loss, {'loss': loss, 'l_pose': l_pose, 'l_shape': l_shape, 'l_align': l_align}
+
+
+def align_weights(schedule, timesteps, config):
+  """Per-scene weights of L_align (training.align_weighting): 'uniform' (the paper's, and the
+  default of workdirs trained before it was a choice) or 'signal' (ᾱ_t, diffusion.weighting)."""
+  weighting = config.training.get('align_weighting', 'uniform')
+  if weighting == 'uniform' or diffusion.is_regression(config):
+    return jnp.ones(timesteps.shape, jnp.float32)
+  if weighting == 'signal':
+    return diffusion.signal_fraction(schedule, timesteps)
+  raise ValueError(f"config.training.align_weighting must be 'uniform' or 'signal', not "
+                   f'{weighting!r}.')
 
 
 def make_train_step(model, schedule, statistics, config, mesh=None):

@@ -20,7 +20,11 @@ LOCK_FILE = '.lock'
 # every field under it) ...
 MODEL_AND_DATA_FIELDS = ('data', 'method', 'max_objects', 'shape_model', 'image_encoder',
                          'denoiser', 'diffusion', 'shape_training.surface_points',
-                         'training.statistics_scenes')
+                         'training.statistics_scenes', 'training.latent_normalization')
+# Fields added after workdirs were trained without them, and the value those workdirs were
+# trained with: the paper's recipe, which code reading an older config.json also assumes.
+LEGACY_VALUES = {'diffusion.prediction': 'eps', 'diffusion.schedule': 'linear',
+                 'diffusion.loss_weighting': 'none', 'training.latent_normalization': 'channel'}
 # ... except these, which only say where the data is or how to sample a trained model.
 FREE_FIELDS = ('data.manual_dir', 'data.shape_manual_dir', 'diffusion.sampling_steps',
                'diffusion.eta', 'diffusion.guidance_scale', 'diffusion.clip_x0')
@@ -50,8 +54,9 @@ def _covered(name):
 def model_and_data_differences(new: dict, old: dict) -> list:
   """['field: old → new', ...] for the MODEL_AND_DATA_FIELDS where two configs (as JSON
   dicts) differ. A field the new config lacks counts as different; one the old config lacks
-  (a workdir from before the field existed, trained with what is now its default) does not."""
-  new, old = _flat(new), _flat(old)
+  (a workdir from before the field existed) has its LEGACY_VALUES value, or otherwise is
+  not compared (it was trained with what is now its default)."""
+  new, old = _flat(new), {**LEGACY_VALUES, **_flat(old)}
   missing = '(absent)'
   return [f'{name}: {old.get(name, missing)} → {new.get(name, missing)}'
           for name in sorted(set(new) | set(old))
