@@ -17,7 +17,7 @@ recipe() {  # the flags of a variant: each row adds one change to the one above 
     x0_clamped_cosine) echo "$(recipe x0_clamped) --config.diffusion.schedule=cosine" ;;
     x0_clamped_part) echo "$(recipe x0_clamped) --config.training.latent_normalization=part" ;;
     x0_clamped_part_signal) echo "$(recipe x0_clamped_part) --config.training.align_weighting=signal" ;;
-    regression) echo --config.method=regression --config.diffusion.condition_drop=0.0 --config.eval.num_samples=1 ;;
+    regression) echo --config.method=regression --config.diffusion.condition_drop=0.0 --config.diffusion.guidance_scale=1.0 --config.eval.num_samples=1 ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

@@ -54,6 +54,7 @@ def variant(config, name: str):
     if name == 'regression':
       config.method = 'regression'
       config.diffusion.condition_drop = 0.0  # no null condition: nothing samples it
+      config.diffusion.guidance_scale = 1.0  # ... so no guidance either
       config.eval.num_samples = 1  # one deterministic pass: K copies would agree
     config.name = f'{config.name}_{name}'
   return config
