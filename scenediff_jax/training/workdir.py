@@ -56,7 +56,8 @@ def model_and_data_differences(new: dict, old: dict) -> list:
   dicts) differ. A field the new config lacks counts as different; one the old config lacks
   (a workdir from before the field existed) has its LEGACY_VALUES value, or otherwise is
   not compared (it was trained with what is now its default)."""
-  new, old = _flat(new), {**LEGACY_VALUES, **_flat(old)}
+  new, old = _flat(new), _flat(old)
+  old = {**{k: v for k, v in LEGACY_VALUES.items() if k in new}, **old}
   missing = '(absent)'
   return [f'{name}: {old.get(name, missing)} → {new.get(name, missing)}'
           for name in sorted(set(new) | set(old))
