@@ -125,6 +125,20 @@ def test_chamfer_and_fscore_against_kdtree():
   assert cd == pytest.approx(ref_cd, rel=1e-4) and f == pytest.approx(ref_f, abs=0.05)
 
 
+def test_an_empty_predicted_mesh_scores_as_its_box_centre():
+  """A decoded field with no surface gives a mesh without faces: scored, not a crash."""
+  gt = trimesh.creation.box((0.6, 0.4, 0.8))
+  empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))
+  cd, f = evaluation.mesh_metrics(empty, gt)
+  points = shape_metrics.normalize_to_bbox(trimesh.sample.sample_surface(
+      gt, 10_000, seed=np.random.default_rng(0))[0])
+  # One point at the centre: both directions of the Chamfer sum are the GT's mean squared
+  # distance to it (the first term, the centre's to the GT, is its nearest point's).
+  expected = (np.min(np.sum(points ** 2, -1)) + np.mean(np.sum(points ** 2, -1))) * 1e3
+  assert f == 0 and cd == pytest.approx(expected, rel=0.05)
+  assert cd > evaluation.mesh_metrics(gt, gt)[0] + 10
+
+
 def test_bbox_normalisation_makes_metrics_scale_invariant_and_icp_undoes_a_shift():
   mesh = trimesh.creation.annulus(0.2, 0.5, 0.3)
   big = mesh.copy()

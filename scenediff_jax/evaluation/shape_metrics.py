@@ -74,9 +74,14 @@ def chamfer_and_fscore(pred_points, gt_points, options: ShapeMetricOptions = INS
 
 def mesh_metrics(pred_mesh: trimesh.Trimesh, gt_mesh: trimesh.Trimesh,
                  options: ShapeMetricOptions = INSTPIFU):
-  """Samples both surfaces (area-uniform, seeded) and scores them."""
+  """Samples both surfaces (area-uniform, seeded) and scores them. A prediction without
+  faces (the field had no surface) is scored as one point at the box centre, the canonical
+  origin: F-score 0 and the Chamfer distance of the GT's points to its centre."""
   rng = np.random.default_rng(options.seed)
-  pred, _ = trimesh.sample.sample_surface(pred_mesh, options.num_points, seed=rng)
+  if len(pred_mesh.faces) == 0:
+    pred = np.zeros((options.num_points, 3))
+  else:
+    pred, _ = trimesh.sample.sample_surface(pred_mesh, options.num_points, seed=rng)
   gt, _ = trimesh.sample.sample_surface(gt_mesh, options.num_points, seed=rng)
   return chamfer_and_fscore(pred, gt, options)
 
