@@ -36,7 +36,8 @@ def test_each_variant_changes_only_its_own_factor_and_keeps_the_budget():
   assert _changed('full') == set()
   assert _changed('no_isa') == {'denoiser.use_isa'}
   assert _changed('no_joint') == {'training.diffusion_steps', 'training.joint_steps'}
-  assert _changed('regression') == {'method', 'diffusion.condition_drop', 'eval.num_samples'}
+  assert _changed('regression') == {'method', 'diffusion.condition_drop', 'diffusion.guidance_scale',
+                                    'eval.num_samples'}
   assert _changed('partial_shapes') == {'training.shape_fraction'}
   assert _changed('partial_shapes_no_align') == {
       'training.shape_fraction', 'training.diffusion_steps', 'training.joint_steps'}
