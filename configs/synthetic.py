@@ -87,7 +87,7 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       loss_weighting='clamped_snr', snr_gamma=5.0,
       # DDIM steps, η and guidance at evaluation and prediction, chosen on the validation
       # scenes (docs/recipe.md): 10 steps with η = 1 and guidance 1.5 (one sample: AP3D@15
-      # 30.6 against 25.8 with 25 steps and no guidance; guidance 2 scored lower). The
+      # 30.6 against 25.8 with 25 steps and no guidance; guidance 2 and 3 scored lower). The
       # real-data configs keep the paper's DDIM 100, η = 0, no guidance.
       sampling_steps=10,
       eta=1.0, guidance_scale=1.5,  # 1.0: no classifier-free guidance
