@@ -10,7 +10,6 @@ import numpy as np
 from data_pipelines.synth_rooms import builder as builder_lib
 from data_pipelines.synth_rooms.scene import generate_scene
 
-SPLIT = 'validation'
 DEFAULT_COUNT = 150
 
 

@@ -32,17 +32,14 @@ def band_timesteps(schedule):
 
 
 def make_band_error_fn(model, schedule, config):
-  """error(params, batch, key, candidates) → (pose MSE, shape MSE, pose count, shape count),
-  jitted, for timesteps drawn from `candidates` (int32 [n])."""
+  """error(params, batch, key, t) → (pose squared-error sum, shape sum, pose count, shape
+  count), jitted once for every band: the timesteps t [B] are an input."""
   prediction = diffusion.prediction_of(config)
 
   @jax.jit
-  def error(params, batch, key, candidates):
-    k_t, k_noise = jax.random.split(key)
+  def error(params, batch, key, t):
     x0 = {k: batch[k] for k in DIFFUSED}
-    batch_size = batch['mask'].shape[0]
-    t = candidates[jax.random.randint(k_t, (batch_size,), 0, candidates.shape[0])]
-    x_t = schedule.add_noise(x0, t, diffusion.tree_normal(k_noise, x0))
+    x_t = schedule.add_noise(x0, t, diffusion.tree_normal(key, x0))
     y = model.apply(params, batch, method=SceneModel.condition)
     output = model.apply(params, x_t, t, y, batch['mask'], method=SceneModel.denoise)
     x0_hat = diffusion.predict_x0(schedule, prediction, x_t, t, output)
@@ -70,7 +67,10 @@ def x0_error_by_band(model, schedule, config, params, batches, seed=0) -> dict:
   for b, batch in enumerate(batches):
     for i, (name, t) in enumerate(band_timesteps(schedule).items()):
       key = jax.random.fold_in(jax.random.key(seed), 1000 * b + i)
-      values = np.asarray(jax.device_get(error(params, batch, key, jnp.asarray(t))), np.float64)
+      k_t, k_noise = jax.random.split(key)
+      batch_size = batch['mask'].shape[0]
+      drawn = jnp.asarray(t)[jax.random.randint(k_t, (batch_size,), 0, len(t))]
+      values = np.asarray(jax.device_get(error(params, batch, k_noise, drawn)), np.float64)
       totals[name] = totals.get(name, 0) + values
   return {name: {'pose': float(v[0] / max(v[2], 1)), 'shape': float(v[1] / max(v[3], 1))}
           for name, v in totals.items()}
