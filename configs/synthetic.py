@@ -40,12 +40,13 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   config.shape_model = ml_collections.ConfigDict(dict(
       code_size=64 if smoke else 256, num_parts=4 if smoke else 16,
       intrinsic_size=16 if smoke else 64, width=32 if smoke else 128, num_heads=2 if smoke else 4,
-      decoder_depth=1 if smoke else 2))
+      decoder_depth=1 if smoke else 2, decoder_frequencies=6, part_distances=False))
   config.shape_training = ml_collections.ConfigDict(dict(
       steps=20 if smoke else 600, batch_size=4 if smoke else 16, learning_rate=1e-3,
       weight_decay=1e-4, surface_points=512 if smoke else 2048,
       occupancy_points=512 if smoke else 1024, points_per_gaussian=16 if smoke else 64,
-      surface_weight=10.0, augment_probability=0.5, log_every=5 if smoke else 50,
+      surface_weight=10.0, augment_probability=0.5, near_surface_share=-1.0,
+      balanced_bce=False, log_every=5 if smoke else 50,
       checkpoint_every=10 if smoke else 500, seed=0))
   config.shape_eval = ml_collections.ConfigDict(dict(
       num_shapes=4 if smoke else 50, mesh_resolution=32 if smoke else 128,

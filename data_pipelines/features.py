@@ -31,7 +31,9 @@ def scene_features(height: int, width: int, **extra) -> tfds.features.FeaturesDi
 
 
 def shape_features(surface_points: int, occupancy_points: int, **extra) -> tfds.features.FeaturesDict:
-  """A canonical shape: surface points and normals, occupancy samples and labels."""
+  """A canonical shape: surface points and normals, occupancy samples and labels. The first
+  half of the occupancy samples is uniform in the grid's box, the second half near the
+  surface (training/shape_data.py relies on the order)."""
   return tfds.features.FeaturesDict({
       'shape_id': tensor((), np.int32),
       'class': tensor((), np.int32),

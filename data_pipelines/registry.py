@@ -156,7 +156,7 @@ def true_mesh_fn(config):
   if d.shape_name == 'synth_shapes':
     from data_pipelines.synth_rooms import shape_bank
     bank = synth_rooms_builder.builder_config(d.size, d.seed).scene.bank()
-    return lambda shape_id: shape_bank.shape_mesh(bank.shape(shape_id))
+    return lambda shape_id: shape_bank.outer_mesh(bank.shape(shape_id))
   if d.shape_name == 'pix3d_shapes':
     return pix3d_builder.canonical_mesh_loader(
         os.path.expanduser(d.get('shape_manual_dir', d.get('manual_dir'))))

@@ -1,4 +1,5 @@
 """Metrics against independent references and hand-made cases with known answers."""
+import dataclasses
 import json
 
 import numpy as np
@@ -114,7 +115,7 @@ def _reference_metrics(pred, gt, tau, squared):
 def test_chamfer_and_fscore_against_kdtree():
   gt = RNG.uniform(-0.5, 0.5, (3000, 3))
   pred = gt[:2500] + RNG.normal(0, 0.03, (2500, 3))
-  none = shape_metrics.ShapeMetricOptions(normalization='none')
+  none = shape_metrics.ShapeMetricOptions(normalization='none', alignment='none')
   cd, f = evaluation.chamfer_and_fscore(pred, gt, none)
   ref_cd, ref_f = _reference_metrics(pred, gt, 0.002, True)
   assert cd == pytest.approx(ref_cd, rel=1e-4) and f == pytest.approx(ref_f, abs=0.05)
@@ -125,32 +126,111 @@ def test_chamfer_and_fscore_against_kdtree():
   assert cd == pytest.approx(ref_cd, rel=1e-4) and f == pytest.approx(ref_f, abs=0.05)
 
 
+def _instpifu_reference(pred_canonical, gt_canonical, size):
+  """InstPIFu's evaluate_object_reconstruction.py without its mshalign step, written as they
+  do: their normalised cube spans [−1, 1] (ours [−0.5, 0.5]), vertices / 2 · size / max(size)
+  · 2, then scipy KD-tree distances, F at dist² ≤ 0.002 and CD = mean d₁² + mean d₂²."""
+  stretch = lambda p: (2 * p) / 2 * size / np.max(size) * 2
+  pred, gt = stretch(pred_canonical), stretch(gt_canonical)
+  d12, d21 = cKDTree(gt).query(pred)[0], cKDTree(pred).query(gt)[0]
+  p, r = 100 * np.mean(d12 ** 2 <= 0.002), 100 * np.mean(d21 ** 2 <= 0.002)
+  return (np.mean(d12 ** 2) + np.mean(d21 ** 2)) * 1e3, 2 * p * r / (p + r + 1e-9)
+
+
+def test_instpifu_convention_is_their_arithmetic_on_the_same_points():
+  size = np.array([1.6, 0.45, 0.8])  # a table-like box: proportions matter
+  gt = RNG.uniform(-0.5, 0.5, (3000, 3))
+  pred = gt[:2500] + RNG.normal(0, 0.02, (2500, 3))
+  unaligned = dataclasses.replace(evaluation.INSTPIFU, alignment='none')
+  cd, f = evaluation.chamfer_and_fscore(pred, gt, unaligned, size=size)
+  ref_cd, ref_f = _instpifu_reference(pred, gt, size)
+  assert cd == pytest.approx(ref_cd, rel=1e-4) and f == pytest.approx(ref_f, abs=0.05)
+  with pytest.raises(ValueError, match='size'):
+    evaluation.chamfer_and_fscore(pred, gt, unaligned)
+
+
+def test_instpifu_scale_is_twice_the_unit_box_in_distance():
+  """Known answers on a grid (spacing 0.25 ≫ the offsets, so each point's nearest neighbour
+  is its own copy): an offset d along an axis is d · 2 · size_axis / max(size) in the
+  InstPIFu frame. √0.002 ≈ 0.0447: 0.03 passes τ in the unit box and fails it at twice the
+  scale, and only along the box's longest axis."""
+  grid = np.stack(np.meshgrid(*[np.linspace(-0.5, 0.5, 5)] * 3, indexing='ij'), -1).reshape(-1, 3)
+  size = np.array([2.0, 1.0, 1.0])
+  plain = shape_metrics.ShapeMetricOptions(normalization='none', alignment='none')
+  unaligned = dataclasses.replace(evaluation.INSTPIFU, alignment='none')
+  along_x, along_y = grid + [0.03, 0, 0], grid + [0, 0.03, 0]
+  cd_plain, f_plain = evaluation.chamfer_and_fscore(along_x, grid, plain)
+  cd_x, f_x = evaluation.chamfer_and_fscore(along_x, grid, unaligned, size=size)
+  cd_y, f_y = evaluation.chamfer_and_fscore(along_y, grid, unaligned, size=size)
+  assert f_plain == pytest.approx(100) and cd_plain == pytest.approx(2 * 0.03 ** 2 * 1e3)
+  assert f_x == 0 and cd_x == pytest.approx(4 * cd_plain)  # (0.03 · 2 · 2/2)²
+  assert f_y == pytest.approx(100) and cd_y == pytest.approx(cd_plain)  # 0.03 · 2 · 1/2
+
+
+def test_similarity_alignment_undoes_a_similarity_and_nothing_else():
+  gt = trimesh.sample.sample_surface(trimesh.creation.annulus(0.2, 0.5, 0.3), 10_000,
+                                     seed=np.random.default_rng(0))[0]
+  angle = np.deg2rad(6)
+  rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                       [-np.sin(angle), 0, np.cos(angle)]])
+  moved = 1.1 * gt @ rotation.T + [0.05, -0.03, 0.02]
+  size = np.ones(3)
+  aligned_cd, aligned_f = evaluation.chamfer_and_fscore(moved, gt, evaluation.INSTPIFU, size=size)
+  _, rigid_f = evaluation.chamfer_and_fscore(
+      moved, gt, dataclasses.replace(evaluation.INSTPIFU, alignment='rigid'), size=size)
+  _, raw_f = evaluation.chamfer_and_fscore(
+      moved, gt, dataclasses.replace(evaluation.INSTPIFU, alignment='none'), size=size)
+  assert aligned_f > 99 and aligned_cd < 0.05
+  assert raw_f < 50 and rigid_f < aligned_f - 30  # a rigid fit cannot undo the scale
+  # A different shape stays different: alignment does not make a box fit a ball.
+  ball = trimesh.sample.sample_surface(trimesh.creation.icosphere(3, 0.5), 10_000,
+                                       seed=np.random.default_rng(1))[0]
+  box = trimesh.sample.sample_surface(trimesh.creation.box((1, 1, 1)), 10_000,
+                                      seed=np.random.default_rng(2))[0]
+  assert evaluation.chamfer_and_fscore(ball, box, evaluation.INSTPIFU, size=size)[1] < 60
+
+
 def test_an_empty_predicted_mesh_scores_as_its_box_centre():
   """A decoded field with no surface gives a mesh without faces: scored, not a crash."""
-  gt = trimesh.creation.box((0.6, 0.4, 0.8))
+  gt = trimesh.creation.box((1, 1, 1))  # the canonical box
+  size = np.array([0.6, 0.4, 0.8])
   empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))
-  cd, f = evaluation.mesh_metrics(empty, gt)
-  points = shape_metrics.normalize_to_bbox(trimesh.sample.sample_surface(
-      gt, 10_000, seed=np.random.default_rng(0))[0])
+  cd, f = evaluation.mesh_metrics(empty, gt, size=size)
+  points = shape_metrics.to_gt_box(trimesh.sample.sample_surface(
+      gt, 10_000, seed=np.random.default_rng(0))[0], size)
   # One point at the centre: both directions of the Chamfer sum are the GT's mean squared
   # distance to it (the first term, the centre's to the GT, is its nearest point's).
   expected = (np.min(np.sum(points ** 2, -1)) + np.mean(np.sum(points ** 2, -1))) * 1e3
   assert f == 0 and cd == pytest.approx(expected, rel=0.05)
-  assert cd > evaluation.mesh_metrics(gt, gt)[0] + 10
+  assert cd > evaluation.mesh_metrics(gt, gt, size=size)[0] + 10
 
 
-def test_bbox_normalisation_makes_metrics_scale_invariant_and_icp_undoes_a_shift():
+def test_shape_figures_come_with_their_standard_error():
+  box = trimesh.creation.box()
+  empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))
+  objects = {'class': np.array([1, 2]), 'box3d': np.stack([BOX, BOX + [1, 0, 0, 0, 0, 0, 0]])}
+  gt = [{'objects': {**objects, 'mesh': [box, box]}, 'layout': np.array([0, 0, 3, 5, 3, 6, 0.0])}]
+  pred = [{'objects': {**objects, 'mesh': [box, empty]}}]
+  m = evaluation.evaluate(gt, pred)
+  f_same = evaluation.mesh_metrics(box, box, size=BOX[3:6])[1]
+  assert m['num_meshed_objects'] == 2 and m['shape_fscore'] == pytest.approx(f_same / 2)
+  # Two values a and 0: sample standard deviation a/√2, over √2.
+  assert m['shape_fscore_stderr'] == pytest.approx(f_same / 2)
+  assert 'Shapes: 2 meshed objects' in report.markdown(m)
+
+
+def test_bbox_normalisation_makes_metrics_scale_invariant():
   mesh = trimesh.creation.annulus(0.2, 0.5, 0.3)
   big = mesh.copy()
   big.apply_scale(3.0)
-  cd_same, f_same = evaluation.mesh_metrics(big, mesh)
+  cd_same, f_same = evaluation.mesh_metrics(big, mesh, evaluation.UNIT_BBOX)
   assert f_same > 95 and cd_same < 0.5
   shifted = mesh.copy()
   shifted.apply_translation([0.1, 0, 0])  # beyond τ: √0.002 ≈ 0.045
-  unnormalised = shape_metrics.ShapeMetricOptions(normalization='none')
+  unnormalised = shape_metrics.ShapeMetricOptions(normalization='none', alignment='none')
   _, f_shift = evaluation.mesh_metrics(shifted, mesh, unnormalised)
-  _, f_icp = evaluation.mesh_metrics(shifted, mesh, shape_metrics.ShapeMetricOptions(
-      normalization='none', icp=True))
+  _, f_icp = evaluation.mesh_metrics(shifted, mesh, dataclasses.replace(unnormalised,
+                                                                         alignment='rigid'))
   assert f_icp > f_shift + 10
 
 
@@ -197,7 +277,12 @@ def test_evaluator_alignment_and_shape_metrics_with_known_answers():
                        'mesh': [mesh]}}]
   m = evaluation.evaluate(gt, pred)
   assert m['l_align'] == pytest.approx(0.01, rel=1e-4)
-  assert m['shape_fscore'] > 99 and m['shape_cd'] < 0.5
+  # A surface against itself, resampled: in InstPIFu's frame the unit box is a cube of side
+  # 2 (area 24), and two independent 10,000-point samples of it (density ρ) have a
+  # neighbour within √τ with probability 1 − exp(−ρπτ) ≈ 93%: the protocol's own ceiling.
+  density = 10_000 / 24
+  assert m['shape_fscore'] == pytest.approx(100 * (1 - np.exp(-density * np.pi * 0.002)), abs=1)
+  assert m['shape_cd'] < 2
   assert m['layout_iou'] is None  # no predicted layout
   assert m['per_class']['chair']['ap3d_15'] == pytest.approx(100)
   assert m['per_class']['bed']['ap3d_15'] is None

@@ -154,3 +154,25 @@ def test_support_surface_is_the_box_top(class_name):
       tops = [p for p in shape.parts if abs(p.center[1] - p.half[1] + 0.5) < 1e-9]
       # A wide part spans the top of the box (y = -0.5 is up); it is what objects stand on.
       assert max(4 * p.half[0] * p.half[2] for p in tops) > 0.8, (style, seed)
+
+
+@pytest.mark.parametrize('class_name', ['chair', 'sofa', 'table'])
+def test_the_ground_truth_mesh_is_the_outer_surface_of_the_union(class_name):
+  """The mesh shapes are scored against: watertight, the union's volume (Monte Carlo with
+  the renderer's inside test), and no face buried inside a part, unlike the parts' meshes
+  together, whose buried faces a reconstruction could never match."""
+  from data_pipelines.synth_rooms import raytrace, shape_bank
+  import trimesh
+  shape = furniture.make_shape(class_name, np.random.default_rng(3))
+  mesh = shape_bank.outer_mesh(shape)
+  assert mesh.is_watertight
+  points = np.random.default_rng(0).uniform(-0.5, 0.5, (200_000, 3))
+  assert mesh.volume == pytest.approx(np.mean(raytrace.inside(shape.parts, points)), abs=4e-3)
+  rng = np.random.default_rng(1)
+  on_outer, face = trimesh.sample.sample_surface(mesh, 5000, seed=rng)
+  step = 2e-3 * mesh.face_normals[face]  # a step outwards leaves every part
+  assert np.mean(raytrace.inside(shape.parts, on_outer + step)) < 0.01
+  parts = trimesh.util.concatenate([shape_bank.part_mesh(p) for p in shape.parts])
+  on_parts, face = trimesh.sample.sample_surface(parts, 5000, seed=rng)
+  buried = np.mean(raytrace.inside(shape.parts, on_parts + 2e-3 * parts.face_normals[face]))
+  assert buried > 0.05  # the parts' meshes together: this share of their area is buried

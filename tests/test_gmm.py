@@ -206,3 +206,25 @@ def test_transform_moves_the_mixture_like_its_points():
   y = scale[:, None, None] * jnp.einsum('bij,bnj->bni', rotation, x) + shift[:, None]
   np.testing.assert_allclose(gmm.log_likelihood(y, moved),
                              gmm.log_likelihood(x, params) - 3 * jnp.log(scale)[:, None], atol=1e-4)
+
+
+def test_mahalanobis_distances_match_the_inverse_covariance():
+  params = _valid_params(3)
+  points = RNG.uniform(-0.5, 0.5, (50, 3)).astype(np.float32)
+  inverse = np.linalg.inv(np.asarray(gmm.covariance(params), np.float64))
+  diff = points[None] - params[:, None, :3]
+  expected = np.einsum('gni,gij,gnj->gn', diff, inverse, diff)
+  np.testing.assert_allclose(gmm.mahalanobis_sq(points, params), expected, rtol=1e-3)
+
+
+def test_axis_points_lie_on_the_principal_axes_at_the_asked_deviations():
+  params = _valid_params(2)
+  points = np.asarray(gmm.axis_points(params, per_axis=5, extent=2.0)).reshape(2, 3, 5, 3)
+  # Each Gaussian's own points, at t = −2, −1, 0, 1, 2 standard deviations along each axis.
+  own = np.stack([np.asarray(gmm.mahalanobis_sq(points[g].reshape(15, 3), params[g:g + 1]))[0]
+                  for g in range(2)]).reshape(2, 3, 5)
+  np.testing.assert_allclose(np.sqrt(own), np.broadcast_to([2, 1, 0, 1, 2], own.shape), atol=1e-3)
+  basis = params[:, 3:12].reshape(2, 3, 3)
+  along = points[:, :, -1] - points[:, :, 2]  # +2σ minus the mean, per axis
+  cosine = np.sum(along * basis, -1) / np.linalg.norm(along, axis=-1)
+  np.testing.assert_allclose(cosine, 1.0, atol=1e-5)

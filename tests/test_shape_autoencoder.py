@@ -104,6 +104,72 @@ def overfitted():
   return model, params, bank, ids, batch
 
 
+def test_balanced_bce_gives_inside_and_outside_half_the_weight_each():
+  from scenediff_jax.training.shape_trainer import occupancy_bce
+  inside = np.zeros((2, 10), np.float32)
+  inside[:, :2] = 1  # 20% inside
+  # Inside queries exactly right (loss ~0), outside ones undecided (loss log 2).
+  logits = np.where(inside > 0, 30.0, 0.0).astype(np.float32)
+  assert float(occupancy_bce(logits, inside)) == pytest.approx(0.8 * np.log(2), rel=1e-4)
+  assert float(occupancy_bce(logits, inside, balanced=True)) == pytest.approx(0.5 * np.log(2),
+                                                                              rel=1e-4)
+  # Undecided everywhere: both weigh one in total, so the two losses agree.
+  undecided = np.zeros_like(logits)
+  assert float(occupancy_bce(undecided, inside, True)) == pytest.approx(np.log(2), rel=1e-4)
+
+
+def test_near_surface_share_of_the_training_queries():
+  """`shape_training.near_surface_share` of each shape's queries come from its stored
+  near-surface samples (surface + N(0, 0.02²)): 95% of those lie within 2σ = 0.04 of the
+  surface (a plane's |N(0, σ²)|, slightly less near corners), far more than of the uniform
+  ones."""
+  from data_pipelines.synth_rooms import furniture
+  from scenediff_jax.training.shape_data import _Subsample
+  shape = furniture.make_shape('chair', np.random.default_rng(0))
+  rng = np.random.default_rng(1)
+  surface, _ = shape_bank.surface_samples(shape, 4096, rng)
+  queries, inside = shape_bank.occupancy_samples(shape, 8192, rng)
+  example = {'surface': {'points': surface}, 'occupancy': {'points': queries, 'inside': inside},
+             'class': 1, 'shape_id': 0}
+  dense_surface, _ = shape_bank.surface_samples(shape, 200_000, rng)
+  tree = cKDTree(dense_surface)
+  for share in (0.5, 0.75, 0.9):
+    out = _Subsample(512, 1000, share).random_map(example, np.random.default_rng(2))
+    from_near = np.isin(out['queries'], queries[4096:]).all(-1)
+    assert from_near.sum() == round(share * 1000)
+    distance = tree.query(out['queries'])[0]
+    assert np.mean(distance[from_near] <= 0.04) > 0.9
+    assert np.mean(distance[~from_near] <= 0.04) < 0.5
+  # A negative share: any stored query alike, about half from each set.
+  out = _Subsample(512, 1000, -1.0).random_map(example, np.random.default_rng(3))
+  assert abs(np.isin(out['queries'], queries[4096:]).all(-1).mean() - 0.5) < 0.06
+
+
+def test_part_distances_are_an_input_the_decoder_reads():
+  """With part_distances the query layer reads g more features, log(1 + d²_Mahalanobis) to
+  each Gaussian: the logits move with the kernel rows of those features, and those rows
+  see what gmm.mahalanobis_sq says (zero where a query sits on a Gaussian's mean)."""
+  model = ShapeAutoencoder(**{**TINY, 'part_distances': True})
+  surface = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (1, 256, 3)), jnp.float32)
+  queries = surface[:, :64]
+  params = model.init(jax.random.key(0), surface, queries)
+  g, i = model.apply(params, surface, method=ShapeAutoencoder.encode)
+  kernel = params['params']['decoder']['Dense_2']['kernel']
+  plain = ShapeAutoencoder(**TINY).init(jax.random.key(0), surface, queries)
+  assert kernel.shape[0] == plain['params']['decoder']['Dense_2']['kernel'].shape[0] + 4
+  decode = lambda p, q: model.apply(p, g, i, q, method=ShapeAutoencoder.occupancy)
+  bumped = jax.tree.map(lambda x: x, params)
+  # Random rows: a constant added to a row shifts every width alike, which LayerNorm removes.
+  noise = jax.random.normal(jax.random.key(1), kernel.shape[1:])
+  bumped['params']['decoder']['Dense_2']['kernel'] = kernel.at[-4:].add(noise)
+  assert not np.allclose(decode(params, queries), decode(bumped, queries), atol=1e-4)
+  # At a Gaussian's mean its feature is log(1 + 0) = 0: bumping only its row changes nothing.
+  at_mean = g[:, :1, :3]
+  only_first = jax.tree.map(lambda x: x, params)
+  only_first['params']['decoder']['Dense_2']['kernel'] = kernel.at[-4].add(noise)
+  np.testing.assert_allclose(decode(params, at_mean), decode(only_first, at_mean), atol=1e-5)
+
+
 def test_tiny_model_overfits_a_handful_of_shapes(overfitted):
   model, params, _, _, batch = overfitted
   logits, _, _ = model.apply(params, batch['surface'], batch['queries'])

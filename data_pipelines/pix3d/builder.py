@@ -31,7 +31,8 @@ from data_pipelines import features, sharded
 from data_pipelines.pix3d import convert
 from data_pipelines.resize import resize_view
 
-VERSION = tfds.core.Version('1.0.0')
+VERSION = tfds.core.Version('1.1.0')
+RELEASE_NOTES = {'1.1.0': "pix3d_shapes' `size` is the model's own extent (1.0.0 stored ones)."}
 SHARD_SIZE = 500
 SPLITS = ('train', 'test')
 SPLIT_SEED = 0
@@ -168,7 +169,8 @@ def inside(mesh: trimesh.Trimesh, points):
 
 def shape_example(model_and_id, manual_dir, category, config):
   model_path, shape_id = model_and_id
-  mesh = canonical_mesh(manual_dir, model_path)
+  vertices, faces = load_model(manual_dir, model_path)
+  mesh = trimesh.Trimesh(convert.canonical_vertices(vertices), faces, process=False)
   rng = np.random.default_rng([SPLIT_SEED, shape_id])
   points, faces = trimesh.sample.sample_surface(mesh, config.surface_points,
                                                 seed=int(rng.integers(2**31)))
@@ -181,7 +183,9 @@ def shape_example(model_and_id, manual_dir, category, config):
   return {
       'shape_id': np.int32(shape_id),
       'class': np.int32(convert.class_index(category[model_path])),
-      'size': convert.model_box(mesh.vertices)[1].astype(np.float32),  # canonical: ones
+      # The model's proportions (the canonical mesh's would be ones): shape metrics score
+      # in them (evaluation/shape_metrics.py, 'gt_box').
+      'size': convert.model_box(vertices)[1].astype(np.float32),
       'surface': {'points': points.astype(np.float32), 'normals': normals.astype(np.float32)},
       'occupancy': {'points': queries.astype(np.float32), 'inside': inside(mesh, queries)},
   }
@@ -197,6 +201,7 @@ class _Pix3dBuilder(tfds.core.ShardBasedBuilder):
   """What both Pix3D builders share (abstract: TFDS registers only the two below)."""
 
   VERSION = VERSION
+  RELEASE_NOTES = RELEASE_NOTES
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   missing_files = staticmethod(missing_files)
 

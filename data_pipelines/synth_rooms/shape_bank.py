@@ -79,13 +79,12 @@ def part_mesh(part) -> trimesh.Trimesh:
   return _cylinder_mesh(part)
 
 
-def shape_mesh(shape) -> trimesh.Trimesh:
-  """The shape as one mesh in its canonical frame: the closed meshes of its parts.
-
-  Parts overlap (it is a union, not a boolean merge), which is fine for rendering and
-  for sampling once the points inside other parts are removed (see `surface_samples`).
-  """
-  return trimesh.util.concatenate([part_mesh(p) for p in shape.parts])
+def outer_mesh(shape) -> trimesh.Trimesh:
+  """The shape's outer surface as one watertight mesh: the boolean union of its parts
+  (manifold3d). The ground truth that shapes are scored against: the parts' meshes together
+  also hold the faces buried inside other parts, which no reconstruction has, and points
+  sampled on them would count as missed (InstPIFu, too, scores against watertight meshes)."""
+  return trimesh.boolean.union([part_mesh(p) for p in shape.parts], engine='manifold')
 
 
 def _onto_exact_surface(part, points, normals):

@@ -3,7 +3,8 @@
 Inputs are lists with one dict per scene (numpy arrays; evaluation never runs a model):
   ground truth  {'objects': {'class' [n], 'box3d' [n, 7],
                              optional 'depth_points': n arrays [K_i, 3] (world frame),
-                             optional 'mesh': n canonical-frame trimesh meshes or None},
+                             optional 'mesh': n canonical-frame trimesh meshes or None,
+                               scored in the proportions of their box3d},
                  'layout' [7]}
   prediction    {'objects': {'class' [m], 'box3d' [m, 7], optional 'score' [m] (1.0),
                              optional 'gt_index' [m] (the ground-truth object each
@@ -25,6 +26,12 @@ from scenediff_jax.geometry.classes import AP_CLASSES, CLASSES
 def _mean_or_none(values):
   values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
   return float(values.mean()) if len(values) else None
+
+
+def _stderr_or_none(values):
+  """Standard error of the mean (sample standard deviation / √n); None below two values."""
+  values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+  return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
 def _gt_index(pred_objects):
@@ -54,7 +61,8 @@ def evaluate(ground_truth, predictions, *, iou_threshold=0.15,
           if 'depth_points' in g and 'surface_points' in p else None)
       cd, f = None, None
       if 'mesh' in g and 'mesh' in p and g['mesh'][i] is not None and p['mesh'][k] is not None:
-        cd, f = shape_metrics.mesh_metrics(p['mesh'][k], g['mesh'][i], shape_options)
+        cd, f = shape_metrics.mesh_metrics(p['mesh'][k], g['mesh'][i], shape_options,
+                                           size=gt_boxes[k, 3:6])
       per_object['cd'].append(cd)
       per_object['fscore'].append(f)
   classes = np.asarray(per_object['class'], int)
@@ -84,6 +92,9 @@ def evaluate(ground_truth, predictions, *, iou_threshold=0.15,
       'l_align': _mean_or_none(per_object['l_align']),
       'shape_cd': _mean_or_none(per_object['cd']),
       'shape_fscore': _mean_or_none(per_object['fscore']),
+      'shape_cd_stderr': _stderr_or_none(per_object['cd']),
+      'shape_fscore_stderr': _stderr_or_none(per_object['fscore']),
+      'num_meshed_objects': sum(f is not None for f in per_object['fscore']),
       'per_class': per_class,
       'num_scenes': len(ground_truth),
       'num_objects': len(classes),

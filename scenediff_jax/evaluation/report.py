@@ -61,6 +61,11 @@ def markdown(metrics: dict, title: str = 'Evaluation', baselines: dict = None) -
     lines.append(f'| {name} | ' + ' | '.join(_fmt(v) for v in _table1_row(m)) + ' |')
   for name, row in PAPER_ROWS.items():
     lines.append(f'| {name} (published, real data) | ' + ' | '.join(_fmt(v) for v in row) + ' |')
+  if metrics.get('num_meshed_objects'):
+    lines += ['', f'Shapes: {metrics["num_meshed_objects"]} meshed objects; CD '
+              f'{_fmt(metrics["shape_cd"])} ± {_fmt(metrics.get("shape_cd_stderr"))}, F-score '
+              f'{_fmt(metrics["shape_fscore"])} ± {_fmt(metrics.get("shape_fscore_stderr"))} '
+              '(± one standard error of the mean over objects).']
   lines += ['', '## Table 4: AP3D@15 per class', '',
             '| | ' + ' | '.join(AP_CLASSES) + ' | mean |',
             '|---|' + '---|' * (len(AP_CLASSES) + 1)]

@@ -104,19 +104,38 @@ def sample(key, params, points_per_gaussian):
   return mean[..., None, :] + (jnp.sqrt(variances)[..., None, :] * eps) @ basis
 
 
+def axis_points(params, per_axis=9, extent=2.0):
+  """Points [..., g · 3 · per_axis, 3] along each Gaussian's principal axes, from −extent to
+  +extent standard deviations: where its part lies, deterministically (the mesh extraction's
+  seeds, inference/mesh.py)."""
+  mean, basis, variances, _ = split(params)
+  steps = jnp.linspace(-extent, extent, per_axis, dtype=mean.dtype)
+  # [..., g, axis, step, 3]: mean + t · σ_axis · (row `axis` of the basis)
+  offsets = steps[:, None] * (jnp.sqrt(variances)[..., :, None, None] * basis[..., :, None, :])
+  points = mean[..., None, None, :] + offsets
+  return points.reshape(*mean.shape[:-2], -1, 3)
+
+
 def log_likelihood(points, params):
   """Log-density [..., N] of the mixture params [..., g, 16] at points [..., N, 3].
 
   log Σ_k π_k N(x; μ_k, Σ_k) of the projected parameters, by logsumexp over k. The Mahalanobis
   distance is taken in each Gaussian's principal axes, so no matrix is inverted.
   """
-  mean, basis, variances, log_weights = split(params)
-  diff = jnp.asarray(points)[..., None, :, :] - mean[..., :, None, :]  # [..., g, N, 3]
-  local = diff @ jnp.swapaxes(basis, -1, -2)  # coordinates along the principal axes
-  mahalanobis = jnp.sum(local * local / variances[..., None, :], -1)
+  _, _, variances, log_weights = split(params)
+  mahalanobis = mahalanobis_sq(points, params)
   log_norm = -0.5 * (jnp.sum(jnp.log(variances), -1) + 3 * math.log(2 * math.pi))
   log_components = log_norm[..., None] - 0.5 * mahalanobis + log_weights[..., None]
   return jax.nn.logsumexp(log_components, axis=-2)
+
+
+def mahalanobis_sq(points, params):
+  """Squared Mahalanobis distances [..., g, N] of points [..., N, 3] to each Gaussian of
+  params [..., g, 16], taken in its principal axes (no matrix is inverted)."""
+  mean, basis, variances, _ = split(params)
+  diff = jnp.asarray(points)[..., None, :, :] - mean[..., :, None, :]  # [..., g, N, 3]
+  local = diff @ jnp.swapaxes(basis, -1, -2)  # coordinates along the principal axes
+  return jnp.sum(local * local / variances[..., None, :], -1)
 
 
 def transform(params, rotation, scale, translation):

@@ -15,6 +15,11 @@ cell, for surface thinner than a coarse cell next to a marked one; finer levels 
 (it cost a 128^3 sphere 1.7x the queries) and rely on a closure pass: unknown corners of any fine
 cell whose values still cross 0 are queried until none is left. So every cell marching cubes
 triangulates has exact corners, and the mesh equals the dense one wherever the surface was found.
+What it can miss is a surface feature detached from all other surface and thinner than a coarse
+cell, lying between coarse grid points (a free-floating thin rod or plate): no coarse cell near it
+crosses 0. Seed points fix that: at every level the cells holding one are refined as if they held
+surface (dilated too on the coarse grid), so a part that the caller knows is there (e.g. from its
+part Gaussians) is found.
 
 Several objects (a scene's) are refined in lock step by `extract_meshes`: each round, the points
 all of them need share fixed-shape decoder calls, one object per row.
@@ -69,29 +74,36 @@ def extract_mesh_dense(occupancy_fn, resolution=128, bounds=DEFAULT_BOUNDS, batc
 
 
 def extract_mesh(occupancy_fn, resolution=128, coarse_resolution=32, bounds=DEFAULT_BOUNDS,
-                 batch_size=65536, margin=1e-3):
+                 batch_size=65536, margin=1e-3, seed_points=None):
   """Mesh from coarse-to-fine evaluation of the decoder (same grid as `extract_mesh_dense`).
 
   Args:
     occupancy_fn: as in `extract_mesh_dense` (fixed-size, padded batches).
     resolution: cells per axis of the final grid; must be coarse_resolution * 2^k, k >= 0.
     coarse_resolution: cells per axis of the first, fully evaluated grid. Surface features
-      that fit between its points far from any other surface can be missed.
+      that fit between its points far from any other surface can be missed, unless seeded.
     bounds: (low, high) of the cubic grid, in canonical coordinates.
     batch_size: points per call of `occupancy_fn`.
     margin: a cell with a corner whose |logit| <= margin is refined even without a sign
       change (catches surfaces grazing the cell), in logit units.
+    seed_points: None or points [M, 3] (canonical frame) where surface may be, e.g. samples
+      of the shape's part Gaussians: the cells holding one are refined at every level as if
+      they held surface, so a thin part detached from the rest is found if a seed lies in or
+      near it.
+      Points outside the bounds are ignored. Seeds only add queries: where the surface is
+      found, the mesh still equals the dense one.
 
   Returns:
     (mesh, stats) as in `extract_mesh_dense`; stats also has `rounds` (batched query rounds).
   """
   meshes, stats = extract_meshes(_one_object(occupancy_fn), 1, resolution, coarse_resolution,
-                                 bounds, rows=1, row_size=batch_size, margin=margin)
+                                 bounds, rows=1, row_size=batch_size, margin=margin,
+                                 seed_points=None if seed_points is None else [seed_points])
   return meshes[0], stats
 
 
 def extract_meshes(occupancy_fn, count, resolution=128, coarse_resolution=32,
-                   bounds=DEFAULT_BOUNDS, rows=16, row_size=512, margin=1e-3):
+                   bounds=DEFAULT_BOUNDS, rows=16, row_size=512, margin=1e-3, seed_points=None):
   """Meshes of `count` objects, each refined as `extract_mesh` does, in lock step: every
   round's queries of all objects share the decoder calls (few, full calls matter on a GPU).
 
@@ -103,6 +115,8 @@ def extract_meshes(occupancy_fn, count, resolution=128, coarse_resolution=32,
     count: number of objects (their indices 0..count-1 are what `objects` holds).
     resolution, coarse_resolution, bounds, margin: as in `extract_mesh`.
     rows, row_size: a call's shape; the last row of each object in a round is padded.
+    seed_points: None, or a list of `count` entries, each None or object k's seed points
+      [M, 3] as in `extract_mesh`.
 
   Returns:
     (meshes, stats): `count` trimesh.Trimesh (empty where the field never crosses 0), and
@@ -112,8 +126,14 @@ def extract_meshes(occupancy_fn, count, resolution=128, coarse_resolution=32,
   if resolution % coarse_resolution or ratio & (ratio - 1):
     raise ValueError(f'resolution {resolution} is not coarse_resolution {coarse_resolution} '
                      'times a power of two')
+  if seed_points is None:
+    seed_points = [None] * count
+  if len(seed_points) != count:
+    raise ValueError(f'{len(seed_points)} seed point sets for {count} objects')
   start, stats = time.perf_counter(), _new_stats(resolution)
-  refiners = [_refine(resolution, coarse_resolution, margin) for _ in range(count)]
+  refiners = [_refine(resolution, coarse_resolution, margin,
+                      None if seeds is None else functools.partial(_seed_cells, seeds, bounds=bounds))
+               for seeds in seed_points]
   grids = [None] * count
   wanted = {k: next(refiner) for k, refiner in enumerate(refiners)}
   while wanted:
@@ -131,17 +151,23 @@ def extract_meshes(occupancy_fn, count, resolution=128, coarse_resolution=32,
   return meshes, stats
 
 
-def _refine(resolution, coarse_resolution, margin):
+def _refine(resolution, coarse_resolution, margin, seeds=None):
   """One object's coarse-to-fine refinement as a generator: it yields the final-grid indices
   [m, 3] whose logits it needs next, is sent their logits [m], and returns the final grid of
-  logits [resolution + 1]^3 (exact near the surface, interpolated elsewhere)."""
+  logits [resolution + 1]^3 (exact near the surface, interpolated elsewhere). `seeds`: None,
+  or a function of a level's cells per axis n giving the cells [n]^3 bool that are refined
+  at that level as if they held surface (at every level: a seeded part thinner than the next
+  level's spacing shows no sign change there, yet may hold points of the final grid)."""
   n, stride = coarse_resolution, resolution // coarse_resolution
   coarse = np.indices((n + 1,) * 3).reshape(3, -1).T  # every point of the coarse grid, C order
   values = (yield coarse * stride).reshape((n + 1,) * 3)
   known = np.ones(values.shape, bool)
   while n < resolution:
     active = _surface_cells(values, margin)
+    if seeds is not None:
+      active |= seeds(n)
     if n == coarse_resolution:
+      # Seeded cells are dilated too: a thin part near a seed may cross a neighbouring cell.
       active = _dilate(active)
     values, known = _upsample(values), _upsample_known(known)
     n, stride = 2 * n, stride // 2
@@ -156,6 +182,21 @@ def _refine(resolution, coarse_resolution, margin):
       known[index] = True
       fresh = _pending_points(values, known, fresh, margin)
   return values
+
+
+def _seed_cells(points, n, bounds=DEFAULT_BOUNDS):
+  """Cells [n]^3 bool of an n-cell grid holding one of the points [M, 3] (None: None);
+  points outside the bounds (or not finite) are dropped."""
+  if points is None:
+    return None
+  low, high = bounds
+  points = np.asarray(points, np.float64).reshape(-1, 3)
+  points = points[np.all((points >= low) & (points <= high), axis=1)]
+  # A point on the high bound belongs to the last cell.
+  index = np.clip(np.floor((points - low) * (n / (high - low))).astype(int), 0, n - 1)
+  cells = np.zeros((n,) * 3, bool)
+  cells[tuple(index.T)] = True
+  return cells
 
 
 def _pending_points(values, known, fresh, margin):

@@ -57,9 +57,11 @@ class InferenceModel:
     gaussians, intrinsics = np.asarray(gaussians), np.asarray(intrinsics)
     occupancy_fn = lambda objects, points: self.occupancy(gaussians[objects],
                                                           intrinsics[objects], points)
+    # Seeded along the part Gaussians' axes: a thin part away from the rest is still found.
     meshes, _ = mesh_lib.extract_meshes(occupancy_fn, len(gaussians), resolution,
                                         coarse_resolution=COARSE_RESOLUTION, rows=mesh_rows(),
-                                        row_size=MESH_ROW_SIZE)
+                                        row_size=MESH_ROW_SIZE,
+                                        seed_points=list(np.asarray(gmm.axis_points(gaussians))))
     return [mesh if len(mesh.faces) else None for mesh in meshes]
 
 

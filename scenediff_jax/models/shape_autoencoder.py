@@ -50,18 +50,25 @@ class OccupancyDecoder(nn.Module):
   """Occupancy logits [B, Q] of queries [B, Q, 3] given the parts of each shape.
 
   Part tokens embed each Gaussian (mean, basis, variances, weight) and its intrinsic vector;
-  queries (sine positional encoding) cross-attend to them.
+  queries (sine positional encoding) cross-attend to them. With `part_distances`, a query
+  also carries log(1 + squared Mahalanobis distance) to each Gaussian, in slot order: where
+  it lies among the parts, which the attention would otherwise have to work out.
   """
   width: int
   num_heads: int
   depth: int
   num_frequencies: int = 6
+  part_distances: bool = False
 
   @nn.compact
   def __call__(self, gaussians, intrinsics, queries):
     tokens = nn.Dense(self.width)(gaussians) + nn.Dense(self.width)(intrinsics)
     tokens = AttentionBlock(self.num_heads)(tokens)  # parts see each other
-    x = nn.Dense(self.width)(sine_encoding(queries, self.num_frequencies))
+    features = sine_encoding(queries, self.num_frequencies)
+    if self.part_distances:
+      distances = jnp.log1p(jnp.swapaxes(gmm.mahalanobis_sq(queries, gaussians), -1, -2))
+      features = jnp.concatenate([features, distances], -1)
+    x = nn.Dense(self.width)(features)
     for _ in range(self.depth):
       x = AttentionBlock(self.num_heads)(x, tokens)
     return nn.Dense(1)(nn.LayerNorm()(x))[..., 0]
@@ -74,11 +81,14 @@ class ShapeAutoencoder(nn.Module):
   width: int = 256
   num_heads: int = 4
   decoder_depth: int = 2
+  decoder_frequencies: int = 6
+  part_distances: bool = False
 
   def setup(self):
     self.encoder = PointEncoder(self.width, self.code_size)
     self.decomposition = Decomposition(self.num_parts, self.intrinsic_size, self.width)
-    self.decoder = OccupancyDecoder(self.width, self.num_heads, self.decoder_depth)
+    self.decoder = OccupancyDecoder(self.width, self.num_heads, self.decoder_depth,
+                                    self.decoder_frequencies, self.part_distances)
 
   def encode(self, surface_points):
     """Surface points [B, P, 3] → (Gaussians [B, g, 16], intrinsics [B, g, d])."""

@@ -128,8 +128,10 @@ def evaluate(config, workdir, stages, true_mesh):
       chosen = np.asarray(with_shape, int)
       occupancy_fn = lambda objects, q: decode_occupancy(
           gaussians[chosen[objects]], decoded['intrinsics'][b, chosen[objects]], jnp.asarray(q))
-      meshes, _ = mesh_lib.extract_meshes(occupancy_fn, len(chosen), resolution=e.mesh_resolution,
-                                          coarse_resolution=e.coarse_resolution)
+      meshes, _ = mesh_lib.extract_meshes(
+          occupancy_fn, len(chosen), resolution=e.mesh_resolution,
+          coarse_resolution=e.coarse_resolution,
+          seed_points=list(np.asarray(gmm.axis_points(gaussians[chosen]))))
       for k, mesh in zip(with_shape, meshes):
         pred_meshes[k] = mesh
         gt_meshes[k] = true_mesh(int(truth['objects']['shape_id'][k]))

@@ -47,6 +47,17 @@ def move_points(points, rotation, scale, shift):
   return scale[:, None, None] * jnp.einsum('bij,bnj->bni', rotation, points) + shift[:, None]
 
 
+def occupancy_bce(logits, inside, balanced=False):
+  """Mean BCE of logits [B, Q] against labels [B, Q]. `balanced`: each shape's inside and
+  outside queries carry half of its weight each, so the few queries inside thin parts are
+  not outvoted by the empty space around them."""
+  bce = optax.sigmoid_binary_cross_entropy(logits, inside)
+  if balanced:
+    inside_share = jnp.clip(inside.mean(-1, keepdims=True), 1e-3, 1 - 1e-3)
+    bce = bce * jnp.where(inside > 0.5, 0.5 / inside_share, 0.5 / (1 - inside_share))
+  return bce.mean()
+
+
 def loss_fn(params, model, batch, key, config):
   t = config.shape_training
   gaussians, intrinsics = model.apply(params, batch['surface'], method=ShapeAutoencoder.encode)
@@ -65,7 +76,7 @@ def loss_fn(params, model, batch, key, config):
     queries = move_points(queries, rotation, scale, shift)
     surface = move_points(surface, rotation, scale, shift)
   logits = model.apply(params, gaussians, intrinsics, queries, method=ShapeAutoencoder.occupancy)
-  bce = optax.sigmoid_binary_cross_entropy(logits, batch['inside']).mean()
+  bce = occupancy_bce(logits, batch['inside'], t.balanced_bce)
   samples = gmm.sample(k_sample, gaussians, t.points_per_gaussian)
   samples = samples.reshape(samples.shape[0], -1, 3)
   to_surface = nearest_sq_dist(samples, surface).mean()
@@ -105,7 +116,7 @@ def train(config, workdir, shape_source):
   model = make_model(config)
   mesh = sharding.make_mesh()
   batches = shape_data.shape_batches(shape_source, t.batch_size, t.surface_points,
-                                     t.occupancy_points, t.seed)
+                                     t.occupancy_points, t.seed, t.near_surface_share)
   to_device = lambda b: jax.device_put(
       {k: b[k] for k in ('surface', 'queries', 'inside')}, sharding.batch_sharding(mesh))
   root = jax.random.key(t.seed)
