@@ -228,3 +228,5 @@ def test_axis_points_lie_on_the_principal_axes_at_the_asked_deviations():
   along = points[:, :, -1] - points[:, :, 2]  # +2σ minus the mean, per axis
   cosine = np.sum(along * basis, -1) / np.linalg.norm(along, axis=-1)
   np.testing.assert_allclose(cosine, 1.0, atol=1e-5)
+  # A scene part with no object to mesh: no points, not an error.
+  assert gmm.axis_points(np.zeros((0, 4, 16), np.float32), per_axis=5).shape == (0, 60, 3)

@@ -113,7 +113,7 @@ def axis_points(params, per_axis=9, extent=2.0):
   # [..., g, axis, step, 3]: mean + t · σ_axis · (row `axis` of the basis)
   offsets = steps[:, None] * (jnp.sqrt(variances)[..., :, None, None] * basis[..., :, None, :])
   points = mean[..., None, None, :] + offsets
-  return points.reshape(*mean.shape[:-2], -1, 3)
+  return points.reshape(*mean.shape[:-2], mean.shape[-2] * 3 * per_axis, 3)  # also for 0 objects
 
 
 def log_likelihood(points, params):

@@ -24,7 +24,8 @@ MODEL_AND_DATA_FIELDS = ('data', 'method', 'max_objects', 'shape_model', 'image_
 # Fields added after workdirs were trained without them, and the value those workdirs were
 # trained with: the paper's recipe, which code reading an older config.json also assumes.
 LEGACY_VALUES = {'diffusion.prediction': 'eps', 'diffusion.schedule': 'linear',
-                 'diffusion.loss_weighting': 'none', 'training.latent_normalization': 'channel'}
+                 'diffusion.loss_weighting': 'none', 'training.latent_normalization': 'channel',
+                 'shape_model.part_distances': False}
 # ... except these, which only say where the data is or how to sample a trained model.
 FREE_FIELDS = ('data.manual_dir', 'data.shape_manual_dir', 'diffusion.sampling_steps',
                'diffusion.eta', 'diffusion.guidance_scale', 'diffusion.clip_x0')
