@@ -57,7 +57,8 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       checkpoint_every=10 if smoke else 500, seed=0))
   config.shape_eval = ml_collections.ConfigDict(dict(
       num_shapes=4 if smoke else 150, mesh_resolution=32 if smoke else 128,  # 150: every test shape
-      coarse_resolution=8 if smoke else 32, num_previews=2 if smoke else 6))
+      coarse_resolution=8 if smoke else 32, num_previews=2 if smoke else 6,
+      compare_dense=False))  # also mesh densely: does coarse-to-fine give the same mesh?
 
   # The scene diffusion (PAPER.md "Conditioning" to "Losses"). Paper sizes: ResNet-34 with
   # 4 stages, 8×8×256 ROIs, 512-wide feature CNN, pose UNet widths up to 1024 with 8 heads

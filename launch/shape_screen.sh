@@ -11,16 +11,18 @@ SAMPLING="--config.shape_training.balanced_bce=True --config.shape_training.near
 NOAUG=--config.shape_training.augment_probability=0.0
 LR2=--config.shape_training.learning_rate=0.002
 declare -A VARIANTS=(
-  [issue21_default]="--config.shape_model.part_distances=False --config.shape_training.augment_probability=0.5 --config.shape_training.balanced_bce=False --config.shape_training.near_surface_share=-1 --config.shape_training.learning_rate=0.001"
+  [issue21_default]="--config.shape_model.part_distances=False --config.shape_training.augment_probability=0.5 --config.shape_training.learning_rate=0.001"
   [all]="$PD $SAMPLING $NOAUG $LR2"
   [all_but_augment]="$PD $SAMPLING $LR2 --config.shape_training.augment_probability=0.5"
-  [all_but_part_distances]="$SAMPLING $NOAUG $LR2"
-  [all_but_sampling]="$PD $NOAUG $LR2"
-  [all_but_lr]="$PD $SAMPLING $NOAUG --config.shape_training.learning_rate=0.001"
-  [all_s1024_q2048]="$PD $SAMPLING $NOAUG $LR2 --config.shape_training.surface_points=1024 --config.shape_training.occupancy_points=2048"
+  [all_but_part_distances]="$SAMPLING $NOAUG $LR2 --config.shape_model.part_distances=False"
+  [all_but_sampling]="$PD $NOAUG $LR2"  # today's default
+  [all_but_sampling_seed1]="$PD $NOAUG $LR2 --config.shape_training.seed=1"
+  [all_but_sampling_and_part_distances]="$NOAUG $LR2 --config.shape_model.part_distances=False"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(issue21_default all all_but_augment all_but_part_distances all_but_sampling all_but_lr all_s1024_q2048)
+[ ${#names[@]} -gt 0 ] || names=(all all_but_augment all_but_part_distances all_but_sampling
+                                 all_but_sampling_seed1 all_but_sampling_and_part_distances
+                                 issue21_default)
 run() {
   python -m scenediff_jax.main --config=configs/synthetic.py --workdir="$out/$1" --mode=train_shape \
     --config.shape_training.steps=600 --config.shape_eval.num_shapes=100 \

@@ -70,7 +70,7 @@ def evaluate(config, workdir, model, params, shape_source, true_mesh):
     seconds = time.perf_counter() - start
     agreement = (mesh_agreement(mesh, mesh_lib.extract_mesh_dense(
         occupancy_fn, resolution=e.mesh_resolution, batch_size=16384)[0])
-                 if e.get('compare_dense', False) else {})
+                 if e.compare_dense else {})
     truth = true_mesh(int(example['shape_id']))
     cd, f = (shape_metrics.mesh_metrics(mesh, truth, size=example['size']) if len(mesh.faces)
              else (None, 0.0))

@@ -8,7 +8,7 @@ with optional SPAGHETTI-style extrinsic augmentation: for a share of the shapes
 (`augment_probability`), one random similarity (rotation about y, scale 0.7–1.3,
 translation ±0.3) moves the Gaussians, the queries and the surface together, so the decoder
 must read the shape's placement from the Gaussians alone. Off by default: at the default
-budget it cost 26 F-score points on held-out shapes (docs/shape_autoencoder_eval.md), and
+budget it cost 24 F-score points on held-out shapes (docs/shape_autoencoder_eval.md), and
 the scene model places objects through their boxes, not by moving Gaussians.
 """
 import functools
