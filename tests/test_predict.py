@@ -281,6 +281,9 @@ def test_unconditional_samples_write_meshes_and_a_contact_sheet(trained, tmp_pat
     assert len(glb.geometry) == 3
     # Side by side on one floor: y-up bottoms at 0, no two footprints overlapping in x.
     bounds = sorted((g.bounds for g in glb.geometry.values()), key=lambda b: b[0][0])
-    np.testing.assert_allclose([b[0][1] for b in bounds], 0, atol=0.1)  # meshes reach ±0.55 of a box
+    # Boxes stand on y = 0 and meshes stay inside the grid (±0.55 of a box): no bottom lies
+    # more than the grid's margin below the floor. (A 20-step model's field need not reach
+    # its box's bottom, so the bottoms are not all at 0.)
+    assert all(b[0][1] >= -0.1 for b in bounds)
   sheet = Image.open(out / 'contact_sheet.png')
   assert sheet.size[1] == 2 * 128
