@@ -23,14 +23,18 @@ from scenediff_jax.evaluation.box_iou import box_iou_3d
 from scenediff_jax.geometry.classes import AP_CLASSES, CLASSES
 
 
+def _finite(values):
+  return np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+
+
 def _mean_or_none(values):
-  values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+  values = _finite(values)
   return float(values.mean()) if len(values) else None
 
 
 def _stderr_or_none(values):
   """Standard error of the mean (sample standard deviation / √n); None below two values."""
-  values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+  values = _finite(values)
   return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 

@@ -100,8 +100,10 @@ def chamfer_and_fscore(pred_points, gt_points, options: ShapeMetricOptions = INS
   """
   pred = _normalize(np.asarray(pred_points, np.float64), options, size)
   gt = _normalize(np.asarray(gt_points, np.float64), options, size)
+  if options.alignment not in ALIGNMENTS:
+    raise ValueError(f'alignment must be one of {ALIGNMENTS}, got {options.alignment!r}.')
   if options.alignment != 'none':
-    pred = align(pred, gt, scale=_alignment_scale(options.alignment))
+    pred = align(pred, gt, scale=options.alignment == 'similarity')
   d_pred, d_gt = _squared_nn(pred, gt), _squared_nn(gt, pred)
   chamfer = (d_pred.mean() + d_gt.mean()) * 1e3
   tau = options.fscore_tau
@@ -113,12 +115,6 @@ def chamfer_and_fscore(pred_points, gt_points, options: ShapeMetricOptions = INS
   recall = 100.0 * np.mean(d_gt <= tau)
   fscore = 2 * precision * recall / (precision + recall + _F_EPS)
   return float(chamfer), float(fscore)
-
-
-def _alignment_scale(alignment):
-  if alignment not in ALIGNMENTS:
-    raise ValueError(f'alignment must be one of {ALIGNMENTS}, got {alignment!r}.')
-  return alignment == 'similarity'
 
 
 def mesh_metrics(pred_mesh: trimesh.Trimesh, gt_mesh: trimesh.Trimesh,

@@ -131,9 +131,9 @@ def extract_meshes(occupancy_fn, count, resolution=128, coarse_resolution=32,
   if len(seed_points) != count:
     raise ValueError(f'{len(seed_points)} seed point sets for {count} objects')
   start, stats = time.perf_counter(), _new_stats(resolution)
-  refiners = [_refine(resolution, coarse_resolution, margin,
-                      None if seeds is None else functools.partial(_seed_cells, seeds, bounds=bounds))
-               for seeds in seed_points]
+  seed_cells = [None if seeds is None else functools.partial(_seed_cells, seeds, bounds=bounds)
+                for seeds in seed_points]
+  refiners = [_refine(resolution, coarse_resolution, margin, cells) for cells in seed_cells]
   grids = [None] * count
   wanted = {k: next(refiner) for k, refiner in enumerate(refiners)}
   while wanted:
@@ -185,10 +185,8 @@ def _refine(resolution, coarse_resolution, margin, seeds=None):
 
 
 def _seed_cells(points, n, bounds=DEFAULT_BOUNDS):
-  """Cells [n]^3 bool of an n-cell grid holding one of the points [M, 3] (None: None);
-  points outside the bounds (or not finite) are dropped."""
-  if points is None:
-    return None
+  """Cells [n]^3 bool of an n-cell grid holding one of the points [M, 3]; points outside the
+  bounds (or not finite) are dropped."""
   low, high = bounds
   points = np.asarray(points, np.float64).reshape(-1, 3)
   points = points[np.all((points >= low) & (points <= high), axis=1)]

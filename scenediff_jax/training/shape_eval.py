@@ -32,15 +32,16 @@ def mesh_agreement(mesh, dense, tolerance=1e-5):
   """Whether a coarse-to-fine mesh is the dense one: the same number of connected components
   and a vertex Chamfer distance (mean squared nearest distance both ways, canonical units²)
   of at most `tolerance`."""
-  components = lambda m: len(m.split(only_watertight=False)) if len(m.faces) else 0
+  count = lambda m: len(m.split(only_watertight=False)) if len(m.faces) else 0
+  components, dense_components = count(mesh), count(dense)
   if len(mesh.faces) and len(dense.faces):
     chamfer = float(np.mean(cKDTree(dense.vertices).query(mesh.vertices)[0] ** 2)
                     + np.mean(cKDTree(mesh.vertices).query(dense.vertices)[0] ** 2))
   else:
     chamfer = 0.0 if len(mesh.faces) == len(dense.faces) else float('inf')
-  same = components(mesh) == components(dense) and chamfer <= tolerance
+  same = components == dense_components and chamfer <= tolerance
   return {'same_as_dense': bool(same), 'dense_chamfer': chamfer,
-          'components': components(mesh), 'dense_components': components(dense)}
+          'components': components, 'dense_components': dense_components}
 
 
 def evaluate(config, workdir, model, params, shape_source, true_mesh):
@@ -61,9 +62,9 @@ def evaluate(config, workdir, model, params, shape_source, true_mesh):
     gaussians, intrinsics = encode(jnp.asarray(subset)[None])
     occupancy_fn = lambda q: decode(gaussians, intrinsics, jnp.asarray(q)[None])[0]
     start = time.perf_counter()
-    # 16,384-point calls: the coarse levels need a few thousand points, which a larger
-    # fixed call would mostly pad.
-    # Seeded along the part Gaussians' axes: a thin part away from the rest is still found.
+    # 16,384-point calls: the coarse levels need a few thousand points, which a larger fixed
+    # call would mostly pad. Seeded along the part Gaussians' axes: a thin part away from the
+    # rest is still found.
     mesh, stats = mesh_lib.extract_mesh(occupancy_fn, resolution=e.mesh_resolution,
                                         coarse_resolution=e.coarse_resolution, batch_size=16384,
                                         seed_points=np.asarray(gmm.axis_points(gaussians[0])))
