@@ -15,7 +15,6 @@ import shutil
 import jax
 import numpy as np
 import pytest
-
 import robustness
 from test_predict import predict_in_process, write_demo_folder
 
@@ -32,14 +31,10 @@ def fresh():
   """(config, statistics, scene params, shape params) of the smoke config: random values of
   the initialised shapes (jax.eval_shape: nothing compiles; any finite values will do)."""
   from configs import synthetic
-  from scenediff_jax.models.scene_model import make_model
-  from scenediff_jax.training import scene_trainer, shape_trainer
+  from scenediff_jax.models import scene_model, shape_autoencoder
   config = synthetic.get_config('smoke')
-  batch = train_step.random_batch(config, 1, IMAGE_SIZE)
-  scene = jax.eval_shape(make_model(config).init, jax.random.key(0), batch,
-                         {k: batch[k] for k in scene_trainer.DIFFUSED}, np.zeros(1, np.int32))
-  points = np.zeros((1, 64, 3), np.float32)
-  shape = jax.eval_shape(shape_trainer.make_model(config).init, jax.random.key(1), points, points)
+  scene = scene_model.abstract_params(config, IMAGE_SIZE)
+  shape = shape_autoencoder.abstract_params(config)
   rng = np.random.default_rng(0)
   fill = lambda x: (0.05 * rng.standard_normal(x.shape)).astype(x.dtype)
   statistics = dataclasses.replace(train_step.plausible_statistics(config), image_size=IMAGE_SIZE)

@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scenediff_jax.geometry import camera, gmm, pose as pose_lib
-from scenediff_jax.geometry.normalization import Statistics
+from scenediff_jax.geometry import camera, gmm
+from scenediff_jax.geometry import pose as pose_lib
+from scenediff_jax.geometry.normalization import SceneStatistics, Statistics
 from scenediff_jax.training import losses
-from scenediff_jax.training.scene_data import SceneStatistics
 
 G, D = 2, 3
 
@@ -77,7 +77,8 @@ def test_alignment_loss_matches_a_hand_computed_answer():
   gaussians = gmm.join(jnp.asarray(means), jnp.broadcast_to(jnp.eye(3), (2, 3, 3)),
                        jnp.full((2, 3), 1e-10), jnp.zeros(2))
   world_means = np.asarray(
-      [box[:3] + np.array([[np.cos(0.7), 0, np.sin(0.7)], [0, 1, 0], [-np.sin(0.7), 0, np.cos(0.7)]])
+      [box[:3] + np.array([[np.cos(0.7), 0, np.sin(0.7)], [0, 1, 0],
+                           [-np.sin(0.7), 0, np.cos(0.7)]])
        @ (m * box[3:6]) for m in means])
   offsets = np.array([[0.1, 0, 0], [0, 0.05, 0], [0, 0, -0.02], [0.03, 0.04, 0]])
   depth = np.concatenate([world_means[0] + offsets[:2], world_means[1] + offsets[2:]])

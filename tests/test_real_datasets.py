@@ -12,9 +12,11 @@ import pytest
 from scipy.spatial import ConvexHull
 
 from data_pipelines import registry
-from data_pipelines.pix3d import builder as pix3d_builder, convert as pix3d_convert
+from data_pipelines.pix3d import builder as pix3d_builder
+from data_pipelines.pix3d import convert as pix3d_convert
 from data_pipelines.sunrgbd import convert as sunrgbd_convert
 from scenediff_jax.geometry import CLASSES, boxes, camera
+from scenediff_jax.geometry.normalization import ShapeLatents
 from tests import real_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +106,8 @@ def test_sunrgbd_records_have_the_sources_corners_and_depth_in_their_boxes(sunrg
     expected = (K_source @ centre_cv)[:2] / centre_cv[2]
     expected = (expected + 0.5) * [320 / 160, 240 / 120] - 0.5
     uv, _ = camera.project(record['objects']['box3d'][0, :3].astype(np.float64),
-                           record['K'].astype(np.float64), record['world_to_cam'].astype(np.float64))
+                           record['K'].astype(np.float64),
+                           record['world_to_cam'].astype(np.float64))
     np.testing.assert_allclose(uv, expected, atol=1e-3)
   assert 'tensorflow' not in sys.modules
 
@@ -161,7 +164,8 @@ def test_pix3d_split_by_model_shares_no_model(pix3d_dir, data_dir):
   ids = {s: {int(shapes.as_data_source(s)[i]['shape_id'])
              for i in range(len(shapes.as_data_source(s)))} for s in ('train', 'test')}
   model_ids = pix3d_builder.model_ids(pix3d_builder.read_entries(root))
-  assert ids == {s: {model_ids[m] for m in models} for s, models in (('train', train), ('test', test))}
+  assert ids == {s: {model_ids[m] for m in models}
+                 for s, models in (('train', train), ('test', test))}
 
 
 def test_pix3d_user_split_files_are_followed(tmp_path, pix3d_dir):
@@ -242,7 +246,7 @@ def test_scenes_without_a_layout_train_and_score_without_one(pix3d_dir, data_dir
   from scenediff_jax.evaluation import baseline, evaluator
   from scenediff_jax.training import scene_data
   source = registry.get_builder('pix3d', data_dir).as_data_source('train')
-  latents = scene_data.ShapeLatents(
+  latents = ShapeLatents(
       shape_ids=np.arange(3), gaussians=np.zeros((3, 2, 16), np.float32),
       intrinsics=np.zeros((3, 2, 4), np.float32), is_train=np.ones(3, bool))
   statistics = scene_data.compute_scene_statistics(source, 10, latents)

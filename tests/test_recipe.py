@@ -5,11 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_bundle_integrity import PLATFORM, fresh  # noqa: F401  (a module fixture)
 
 from scenediff_jax import diffusion
 from scenediff_jax.diffusion import weighting
+from scenediff_jax.geometry.normalization import SceneStatistics, ShapeLatents
 from scenediff_jax.training import losses, scene_data
-from test_bundle_integrity import PLATFORM, fresh  # noqa: F401  (a module fixture)
 
 T = 1000
 SCHEDULES = {'linear': diffusion.linear_schedule(), 'cosine': diffusion.cosine_schedule()}
@@ -158,7 +159,8 @@ def test_clamped_weighting_at_the_top_timestep_is_the_regression_loss(prediction
   x0_hat = diffusion.predict_x0(schedule, prediction, x_t, t, out)
   regression_loss = losses.denoising_losses(x0_hat, x0, batch)
   # ε's x̂₀ divides by √ᾱ = 0.006: float32 keeps 3 digits of it.
-  np.testing.assert_allclose(diffusion_loss, regression_loss, rtol=1e-3 if prediction == 'eps' else 1e-5)
+  np.testing.assert_allclose(diffusion_loss, regression_loss,
+                             rtol=1e-3 if prediction == 'eps' else 1e-5)
   # Where SNR is above γ, the weight is γ, not 1: the clamp has both ends.
   t0 = jnp.zeros((6,), jnp.int32)
   np.testing.assert_allclose(diffusion.loss_weights(schedule, t0, 'x0', 'clamped_snr', 5.0), 5.0)
@@ -209,6 +211,7 @@ def test_every_prediction_exports_and_the_bundle_samples_as_in_process(predictio
 
 def test_workdirs_trained_before_the_recipe_was_a_choice_read_as_the_papers():
   import ml_collections
+
   from scenediff_jax.training import workdir as workdir_lib
   old = {'diffusion': {'num_timesteps': 1000}, 'training': {'statistics_scenes': 10}}
   new = lambda **d: {'diffusion': {'num_timesteps': 1000, 'prediction': 'eps',
@@ -221,19 +224,21 @@ def test_workdirs_trained_before_the_recipe_was_a_choice_read_as_the_papers():
       'diffusion.schedule: linear → cosine']
   old_config = ml_collections.ConfigDict(old)
   assert diffusion.prediction_of(old_config) == 'eps'
-  assert diffusion.make_schedule(ml_collections.ConfigDict(
-      {'diffusion': {'num_timesteps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02}})).snr.shape == (T,)
+  linear = ml_collections.ConfigDict(
+      {'diffusion': {'num_timesteps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02}})
+  assert diffusion.make_schedule(linear).snr.shape == (T,)
 
 
 def test_per_part_statistics_are_stored_and_read_back(scenes):
   ids = np.unique(np.concatenate([s['objects']['shape_id'] for s in scenes]))
-  latents = scene_data.ShapeLatents(ids.astype(np.int32), RNG.normal(size=(len(ids), 4, 16)).astype(np.float32),
-                                    RNG.normal(size=(len(ids), 4, 6)).astype(np.float32),
+  latents = ShapeLatents(ids.astype(np.int32),
+                         RNG.normal(size=(len(ids), 4, 16)).astype(np.float32),
+                         RNG.normal(size=(len(ids), 4, 6)).astype(np.float32),
                                     np.ones(len(ids), bool))
   for normalization in ('channel', 'part'):
     statistics = scene_data.compute_scene_statistics(scenes[:16], 16, latents, normalization)
     assert statistics.latent_normalization == normalization
-    back = scene_data.SceneStatistics.from_json(statistics.to_json())
+    back = SceneStatistics.from_json(statistics.to_json())
     assert back.latent_normalization == normalization
     np.testing.assert_array_equal(back.gaussians.scale, statistics.gaussians.scale)
     # The same normalised code decodes to the same latent whichever way it was stored.

@@ -11,9 +11,9 @@ import time
 import jax
 import numpy as np
 import pytest
+from test_scene_training import _batch, prepared, tiny_config  # noqa: F401 (a fixture)
 
 from scenediff_jax.training import checkpoints, distributed, scene_data, sharding
-from test_scene_training import _batch, prepared, tiny_config  # noqa: F401 (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,10 +87,12 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capl
 
 _MESHES = '''
 import jax, numpy as np, pickle, sys
+from scenediff_jax import diffusion
+from scenediff_jax.models import scene_model
 from scenediff_jax.training import scene_trainer, sharding
 sharding.MIN_SHARDED_SIZE = 1024  # the tiny model's kernels count as large here
 config, batch, statistics = pickle.load(open(sys.argv[1], 'rb'))
-model = scene_trainer.make_model(config)
+model = scene_model.make_model(config)
 assert jax.device_count() == 8
 results = {}
 for axes in ((('data', -1),), (('data', 1),), (('data', 4), ('model', 2))):
@@ -99,7 +101,7 @@ for axes in ((('data', -1),), (('data', 1),), (('data', 4), ('model', 2))):
   with jax.set_mesh(mesh):
     b = scene_trainer.device_batch(batch, mesh)
     state = scene_trainer.initial_state(config, model, b, mesh)
-    step = scene_trainer.make_train_step(model, scene_trainer.make_schedule(config), statistics,
+    step = scene_trainer.make_train_step(model, diffusion.make_schedule(config), statistics,
                                          config, mesh)
     losses = []
     for i in range(3):

@@ -10,8 +10,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from scenediff_jax import diffusion
 from scenediff_jax.evaluation import box_iou_3d
-from scenediff_jax.geometry import boxes as boxes_lib, pose as pose_lib
+from scenediff_jax.geometry import boxes as boxes_lib
+from scenediff_jax.geometry import pose as pose_lib
+from scenediff_jax.geometry.normalization import ShapeLatents
 from scenediff_jax.inference import sampling
 from scenediff_jax.models.scene_model import make_model
 from scenediff_jax.training import scene_data, scene_trainer, sharding
@@ -19,6 +22,14 @@ from scenediff_jax.training import scene_data, scene_trainer, sharding
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 G, D = 4, 8
 
+
+
+def _sampler(model, schedule, config, unconditional=False):
+  """sample(params, batch, key) → normalised x₀ with the config's DDIM steps and guidance."""
+  sample = sampling.scene_sampler(model, schedule, config, unconditional=unconditional)
+  steps = diffusion.ddim_timesteps(schedule.num_timesteps, config.diffusion.sampling_steps)
+  return jax.jit(lambda params, batch, key: sample(params, batch, key, steps,
+                                                  config.diffusion.guidance_scale))
 
 def tiny_config():
   c = ml_collections.ConfigDict()
@@ -43,7 +54,7 @@ def prepared(scenes):
   """Tiny latents for the fixture's shapes and statistics from its training scenes."""
   ids = np.unique(np.concatenate([s['objects']['shape_id'] for s in scenes]))
   rng = np.random.default_rng(0)
-  latents = scene_data.ShapeLatents(ids.astype(np.int32),
+  latents = ShapeLatents(ids.astype(np.int32),
                                     rng.normal(size=(len(ids), G, 16)).astype(np.float32),
                                     rng.normal(size=(len(ids), G, D)).astype(np.float32),
                                     np.ones(len(ids), bool))
@@ -110,10 +121,10 @@ def test_train_step_compiles_once_and_overfits_a_tiny_batch(scenes, prepared):
   with jax.set_mesh(mesh):
     batch = scene_trainer.device_batch(batch, mesh)
     state = scene_trainer.initial_state(config, model, batch, mesh)
-    step = scene_trainer.make_train_step(model, scene_trainer.make_schedule(config), statistics,
+    step = scene_trainer.make_train_step(model, diffusion.make_schedule(config), statistics,
                                          config)
     losses = []
-    for i in range(40):
+    for _ in range(40):
       # One fixed key: the same timesteps and noise every step, so the loss must fall.
       state, metrics = step(state, batch, jax.random.key(7), False)
       losses.append(float(metrics['loss']))
@@ -135,14 +146,14 @@ def test_sampler_is_deterministic_and_samples_unconditionally(scenes, prepared):
   # Perturb the zero-initialised output heads so that samples depend on the inputs.
   params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
                         state.params)
-  schedule = scene_trainer.make_schedule(config)
-  sample = sampling.make_sampler(model, schedule, config)
+  schedule = diffusion.make_schedule(config)
+  sample = _sampler(model, schedule, config)
   a, b = sample(params, batch, jax.random.key(1)), sample(params, batch, jax.random.key(1))
   c = sample(params, batch, jax.random.key(2))
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
     assert not np.allclose(a[k], c[k])
-  free = sampling.make_sampler(model, schedule, config, unconditional=True)(
+  free = _sampler(model, schedule, config, unconditional=True)(
       params, batch, jax.random.key(1))
   assert not np.allclose(free['pose'], a['pose'])  # the image does matter
   _, statistics = prepared
@@ -203,7 +214,7 @@ def test_regression_ablation_regresses_x0_in_one_forward_pass(scenes, prepared):
   _, statistics = prepared
   batch = _batch(scenes, prepared, [0, 1], config)
   state = scene_trainer.create_state(config, model, batch, jax.random.key(0))
-  schedule = scene_trainer.make_schedule(config)
+  schedule = diffusion.make_schedule(config)
   loss = jax.jit(lambda params, key: scene_trainer.loss_fn(
       params, batch, key, model=model, schedule=schedule, statistics=statistics, config=config,
       align=False)[1])
@@ -225,7 +236,7 @@ def test_regression_ablation_regresses_x0_in_one_forward_pass(scenes, prepared):
   # pass to x₀: the loss is the squared error of the sampler's output (nothing is clipped).
   params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
                         state.params)
-  sample = sampling.make_sampler(model, schedule, config)
+  sample = _sampler(model, schedule, config)
   a, b = sample(params, batch, jax.random.key(1)), sample(params, batch, jax.random.key(2))
   for k in scene_trainer.DIFFUSED:
     np.testing.assert_array_equal(a[k], b[k])

@@ -12,8 +12,9 @@ import sys
 from absl import flags
 import numpy as np
 import pytest
-
 import robustness
+
+from scenediff_jax.geometry.normalization import ShapeLatents
 
 REPO = robustness.REPO
 SMOKE = f'--config={os.path.join(REPO, "configs", "synthetic.py")}:smoke'
@@ -242,7 +243,8 @@ def test_model_and_data_differences_name_each_field():
 
 def test_every_config_variant_passes_the_checks():
   """The checks refuse values that cannot work, not the configs we ship."""
-  from scenediff_jax.training import ablation, config_checks
+  from scenediff_jax.jobs import ablation
+  from scenediff_jax.training import config_checks
   variants = {'synthetic': ('default', 'smoke', 'paper', 'paper_recipe', *ablation.VARIANTS),
               'sunrgbd': ('default', 'smoke', 'paper_recipe'),
               'pix3d': ('default', 'smoke', 'paper_recipe')}
@@ -350,7 +352,7 @@ def _smoke_config(data_dir, **shape_training):
 
 
 def test_latents_and_statistics_follow_the_shape_step(trained, tmp_path):
-  from scenediff_jax.training import pipeline, scene_data
+  from scenediff_jax.training import pipeline
   robustness.case('main-stale-latents-rebuilt')
   common, work = trained
   data_dir = common[1].split('=', 1)[1]
@@ -359,7 +361,7 @@ def test_latents_and_statistics_follow_the_shape_step(trained, tmp_path):
   first = pipeline.prepare(_smoke_config(data_dir, steps=4, checkpoint_every=2), str(new))
   assert first.latents.shape_step == first.statistics.shape_step == 4
   again = pipeline.prepare(_smoke_config(data_dir, steps=6, checkpoint_every=2), str(new))
-  saved = scene_data.ShapeLatents.load(str(new / 'shape_latents.npz'))
+  saved = ShapeLatents.load(str(new / 'shape_latents.npz'))
   statistics = json.loads((new / 'statistics.json').read_text())
   assert saved.shape_step == statistics['shape_step'] == again.latents.shape_step == 6
   # Encoded by the autoencoder trained on, not kept from before.

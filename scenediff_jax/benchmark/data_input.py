@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from scenediff_jax.benchmark import timing
+from scenediff_jax.geometry.normalization import SceneStatistics, ShapeLatents
 
 
 def bench_generation(quick: bool) -> dict:
@@ -40,12 +41,11 @@ def bench_generation(quick: bool) -> dict:
 
 def _random_latents(source, config):
   """A shape-latent table covering every shape id of the split (values don't matter here)."""
-  from scenediff_jax.training import scene_data
   ids = max(int(source[i]['objects']['shape_id'].max(initial=0)) for i in range(len(source)))
   rng = np.random.default_rng(0)
   s = config.shape_model
   count = ids + 1
-  return scene_data.ShapeLatents(
+  return ShapeLatents(
       shape_ids=np.arange(count), is_train=np.ones(count, bool),
       gaussians=rng.normal(size=(count, s.num_parts, 16)).astype(np.float32),
       intrinsics=rng.normal(size=(count, s.num_parts, s.intrinsic_size)).astype(np.float32))
@@ -62,8 +62,8 @@ def bench_pipeline(quick: bool, load_config, workdir=None) -> dict:
   source = registry.scene_builder(config).as_data_source('train')
   if workdir:
     with open(os.path.join(workdir, 'statistics.json')) as f:
-      statistics = scene_data.SceneStatistics.from_json(f.read())
-    latents = scene_data.ShapeLatents.load(os.path.join(workdir, 'shape_latents.npz'))
+      statistics = SceneStatistics.from_json(f.read())
+    latents = ShapeLatents.load(os.path.join(workdir, 'shape_latents.npz'))
   else:
     latents = _random_latents(source, config)
     statistics = scene_data.compute_scene_statistics(source, 50, latents)

@@ -11,12 +11,13 @@ from absl import logging
 import jax
 import numpy as np
 
+from scenediff_jax import diffusion
 from scenediff_jax.benchmark import timing
 from scenediff_jax.geometry import camera
 from scenediff_jax.geometry.classes import CLASSES
-from scenediff_jax.geometry.normalization import Statistics
+from scenediff_jax.geometry.normalization import SceneStatistics, Statistics
 from scenediff_jax.models.scene_model import make_model
-from scenediff_jax.training import scene_data, scene_trainer, sharding
+from scenediff_jax.training import scene_trainer, sharding
 
 IMAGE_SIZE = (192, 256)  # SynthRooms
 STAGES = ('diffusion', 'joint')
@@ -54,11 +55,11 @@ def random_batch(config, batch_size, image_size=IMAGE_SIZE, seed=0) -> dict:
   }
 
 
-def plausible_statistics(config) -> scene_data.SceneStatistics:
+def plausible_statistics(config) -> SceneStatistics:
   """Normalisation that puts random normalised poses a few metres in front of the camera."""
   s = config.shape_model
   unit = lambda size: Statistics(np.zeros(size), np.ones(size))
-  return scene_data.SceneStatistics(
+  return SceneStatistics(
       pose=Statistics(np.array([0, 0, 3, 1, 1, 1, 0.0]), np.array([0.1, 0.1, 1, .3, .3, .3, 1.6])),
       layout=Statistics(np.array([0, 0.5, 2, 5, 2.8, 5, 0]), np.ones(7)),
       gaussians=unit(16), intrinsics=unit(s.intrinsic_size), image_size=IMAGE_SIZE)
@@ -78,7 +79,7 @@ def bench_config(config, peak_flops, repeats, stages=STAGES, init_on_host=False)
   took 182 s to compile the paper-size init, a 2-core CPU 38 s).
   """
   t = config.training
-  model, schedule = make_model(config), scene_trainer.make_schedule(config)
+  model, schedule = make_model(config), diffusion.make_schedule(config)
   statistics = plausible_statistics(config)
   mesh = sharding.make_mesh()
   rows = {'batch_size': t.batch_size, 'init_on_host': init_on_host}

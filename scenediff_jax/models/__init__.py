@@ -1,1 +1,2 @@
-"""Flax Linen modules: the shape autoencoder (and, later, the image encoder and denoiser)."""
+"""Flax Linen modules: the image encoder, the scene denoiser and the shape autoencoder, each
+with its constructor from a config and its abstract parameters (shapes without values)."""

@@ -31,7 +31,8 @@ def load_state_dict(path: str) -> dict:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as error:
     raise ImportError(f'Reading {path} needs torch; or save the state_dict as .npz on a '
-                      'machine that has it (see scenediff_jax/models/resnet_weights.py).') from error
+                      'machine that has it (see scenediff_jax/models/resnet_weights.py).'
+                      ) from error
   state = torch.load(path, map_location='cpu', weights_only=True)
   return {k: v.detach().numpy() for k, v in state.items()}
 

@@ -139,8 +139,9 @@ class SceneDenoiser(nn.Module):
     # Element features. Objects also see their flattened noisy Gaussians, so the pose is
     # denoised knowing the shape it will carry.
     layout_x = nn.Dense(width0, name='layout_in')(layout)[:, None]
+    shape_summary = gaussians.reshape(batch, num_objects, -1)
     objects_x = (nn.Dense(width0, name='pose_in')(pose) +
-                 nn.Dense(width0, name='shape_summary_in')(gaussians.reshape(batch, num_objects, -1)))
+                 nn.Dense(width0, name='shape_summary_in')(shape_summary))
     x = jnp.concatenate([layout_x, objects_x], 1)
     element_mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], 1)
 
@@ -171,7 +172,8 @@ class SceneDenoiser(nn.Module):
     # (b) Intrinsics, conditioned on the Gaussian stage's token of the same part and on all.
     tokens = (nn.Dense(sw, name='intrinsics_in')(intrinsics) +
               nn.Dense(sw, name='gaussian_features_in')(gaussian_features) + time_token)
-    intrinsic_features = PartDenoiser(self.intrinsic_layers, self.shape_heads, name='intrinsic_stage')(
+    intrinsic_stage = PartDenoiser(self.intrinsic_layers, self.shape_heads, name='intrinsic_stage')
+    intrinsic_features = intrinsic_stage(
         tokens, jnp.concatenate([gaussian_features, object_context], 2))
     eps_intrinsics = _zero_dense(intrinsics.shape[-1], 'intrinsics_out')(intrinsic_features)
 

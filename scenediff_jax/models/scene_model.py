@@ -5,7 +5,10 @@ and the detections, so samplers compute it once (`condition`) and call `denoise`
 step.
 """
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
+from scenediff_jax.geometry import gmm
 from scenediff_jax.models.image_encoder import ImageEncoder
 from scenediff_jax.models.scene_denoiser import SceneDenoiser
 
@@ -39,3 +42,21 @@ class SceneModel(nn.Module):
 def make_model(config) -> SceneModel:
   return SceneModel(image_encoder=config.image_encoder.to_dict(),
                     denoiser=config.denoiser.to_dict())
+
+
+def init_inputs(config, image_size, batch_size=1):
+  """Shapes and dtypes of what `SceneModel.init` takes: (batch, noisy x, timesteps)."""
+  n, g = config.max_objects, config.shape_model.num_parts
+  s = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct((batch_size, *shape), dtype)
+  batch = {'image': s((*image_size, 3), jnp.uint8), 'K': s((3, 3)), 'world_to_cam': s((3, 3)),
+           'bbox2d': s((n, 4)), 'class': s((n,), jnp.int32), 'mask': s((n,), jnp.bool_)}
+  noisy = {'layout': s((7,)), 'pose': s((n, 7)), 'gaussians': s((n, g, gmm.GAUSSIAN_SIZE)),
+           'intrinsics': s((n, g, config.shape_model.intrinsic_size))}
+  return batch, noisy, s((), jnp.int32)
+
+
+def abstract_params(config, image_size):
+  """Shapes and dtypes of the network's parameters for images of `image_size` (H, W);
+  nothing is initialised and no pretrained backbone is read."""
+  return jax.eval_shape(make_model(config).init, jax.random.key(0),
+                        *init_inputs(config, image_size))

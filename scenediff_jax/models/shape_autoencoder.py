@@ -6,6 +6,7 @@ layout of geometry/gmm.py, intrinsics [g, d]) is the space the scene denoiser di
 `encode` goes into it, `occupancy` comes out of it.
 """
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from scenediff_jax.geometry import gmm
@@ -33,7 +34,8 @@ class Decomposition(nn.Module):
 
   @nn.compact
   def __call__(self, z):
-    parts = nn.Dense(self.num_parts * self.width)(z).reshape(*z.shape[:-1], self.num_parts, self.width)
+    parts = nn.Dense(self.num_parts * self.width)(z)
+    parts = parts.reshape(*z.shape[:-1], self.num_parts, self.width)
     parts = MLP((self.width, gmm.GAUSSIAN_SIZE + self.intrinsic_size))(nn.gelu(parts))
     raw, intrinsics = parts[..., :gmm.GAUSSIAN_SIZE], parts[..., gmm.GAUSSIAN_SIZE:]
     # Offsets so that a fresh network starts from sensible parts: identity bases, small
@@ -100,3 +102,13 @@ class ShapeAutoencoder(nn.Module):
   def __call__(self, surface_points, queries):
     gaussians, intrinsics = self.encode(surface_points)
     return self.occupancy(gaussians, intrinsics, queries), gaussians, intrinsics
+
+
+def make_model(config) -> ShapeAutoencoder:
+  return ShapeAutoencoder(**config.shape_model)
+
+
+def abstract_params(config):
+  """Shapes and dtypes of the autoencoder's parameters (nothing is initialised)."""
+  points = jax.ShapeDtypeStruct((1, config.shape_training.surface_points, 3), jnp.float32)
+  return jax.eval_shape(make_model(config).init, jax.random.key(0), points, points)

@@ -1,1 +1,2 @@
-"""Training: input pipelines, train steps, losses, sharding and checkpoints."""
+"""Training: the main job's stages (pipeline.py), input pipelines, train steps, losses,
+sharding and checkpoints. Imports nothing of inference/ or jobs/, which stand above it."""

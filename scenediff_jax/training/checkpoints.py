@@ -9,6 +9,7 @@ import shutil
 import time
 
 from absl import logging
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -24,17 +25,42 @@ def latest_step(directory: str):
   return max(steps, default=None)
 
 
+class CheckpointMismatch(CheckpointUnreadable):
+  """The checkpoint holds other arrays than the config asks for: another config's."""
+
+
+def _check_shapes(saved, abstract, step, directory):
+  """CheckpointMismatch unless every array asked for is saved with that shape (`saved`: the
+  checkpoint's metadata tree)."""
+  for path, want in jax.tree_util.tree_leaves_with_path(abstract):
+    node = saved
+    for key in path:
+      node = node.get(key.key) if isinstance(node, dict) else None
+    name = jax.tree_util.keystr(path)
+    got = None if node is None else tuple(node.shape)
+    if got != tuple(want.shape):
+      held = 'no such array' if got is None else f'it of shape {got}'
+      raise CheckpointMismatch(
+          f'Checkpoint {step} in {directory} holds {held} where the config asks for {name} of '
+          f'shape {tuple(want.shape)}: it was trained with another config. Give the '
+          'config.json it was trained with.')
+
+
 class Checkpointer:
   """Saves a train state (any pytree of arrays) every so often, keeps the last few.
 
-  `read_only` opens an existing directory without creating it, and never writes or moves."""
+  `read_only` opens an existing directory without creating it, and never writes or moves;
+  its `restore` reads only the fields it is given (the parameters of a train state, say,
+  without its optimizer state)."""
 
   def __init__(self, directory: str, max_to_keep: int = 3, read_only: bool = False):
     self.read_only = read_only
     self.manager = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                             read_only=read_only))
+                                             read_only=read_only),
+        # The generic pytree handler reads what StandardSave wrote, and can read part of it.
+        item_handlers=ocp.PyTreeCheckpointHandler() if read_only else None)
 
   @property
   def directory(self):
@@ -53,7 +79,8 @@ class Checkpointer:
 
   def restore(self, abstract_state=None, step=None):
     """The state at `step` (default: the latest), shaped and sharded like `abstract_state`;
-    without one, the saved pytree as it is (nested dicts of arrays).
+    without one, the saved pytree as it is (nested dicts of arrays). Read-only, the
+    abstract state may be a dict of some of the saved top-level fields: only those are read.
 
     A latest checkpoint that cannot be read (truncated or missing files) raises
     CheckpointUnreadable when read-only, when `step` was asked for, or in a multi-process
@@ -61,7 +88,6 @@ class Checkpointer:
     once one is restored the newer unreadable ones are moved aside, with a warning: training
     writes those steps again. If none can be read, nothing is moved.
     """
-    import jax  # only to know whether other processes share the directory
     steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
     if not steps:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
@@ -70,7 +96,12 @@ class Checkpointer:
     for candidate in steps:
       logging.info('Restoring checkpoint %d from %s', candidate, self.directory)
       try:
-        state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
+        if self.read_only and abstract_state is not None:
+          _check_shapes(self.manager.item_metadata(candidate).tree, abstract_state, candidate,
+                        self.directory)
+        state = self.manager.restore(candidate, args=self._restore_args(abstract_state))
+      except CheckpointMismatch:
+        raise
       except Exception as error:  # orbax raises many kinds for damaged files
         reason = f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
         unreadable.append((candidate, reason))
@@ -92,6 +123,15 @@ class Checkpointer:
         f'{", ".join(str(s) for s, _ in unreadable)}; the newest: {unreadable[0][1]}). Nothing '
         'was moved: if the files are fine, the cause is elsewhere (memory, a changed '
         'config.mesh, the file system); otherwise use a new --workdir.')
+
+  def _restore_args(self, abstract_state):
+    if not self.read_only:
+      return ocp.args.StandardRestore(abstract_state)
+    if abstract_state is None:
+      return ocp.args.PyTreeRestore()
+    return ocp.args.PyTreeRestore(
+        abstract_state, partial_restore=True,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
 
   def _move_aside(self, step):
     """Moves checkpoint `step` out of the manager's sight (training writes the step again)."""

@@ -45,7 +45,8 @@ def _get(config, field):
 
 
 def _check_resolution(config, group):
-  fine, coarse = _get(config, f'{group}.mesh_resolution'), _get(config, f'{group}.coarse_resolution')
+  fine = _get(config, f'{group}.mesh_resolution')
+  coarse = _get(config, f'{group}.coarse_resolution')
   if fine is None or coarse is None:
     return
   ratio = fine // coarse
@@ -63,8 +64,8 @@ def check(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
       raise ConfigError(f'--config.{field}={value!r}: give a whole number.')
     if value < smallest:
-      raise ConfigError(f'--config.{field}={value}: give {"a positive" if smallest else "a non-negative"} '
-                        'number.')
+      which = 'a positive' if smallest else 'a non-negative'
+      raise ConfigError(f'--config.{field}={value}: give {which} number.')
   for field in POSITIVE:
     value = _get(config, field)
     if value is not None and not value > 0:
@@ -90,7 +91,8 @@ def check_devices(config, device_count: int, data_axis: int) -> None:
     value = _get(config, field)
     if value is not None and value % ways:
       raise ConfigError(f'--config.{field}={value} does not split over the {ways} {what}: '
-                        f'give a multiple of {ways}, e.g. --config.{field}={ways * -(-value // ways)}.')
+                        f'give a multiple of {ways}, e.g. '
+                        f'--config.{field}={ways * -(-value // ways)}.')
 
 
 def check_split(config, splits) -> None:

@@ -11,7 +11,9 @@ points to its nearest predicted point (one-sided Chamfer, depth → prediction).
 import jax
 import jax.numpy as jnp
 
-from scenediff_jax.geometry import boxes as boxes_lib, gmm, nearest_sq_dist, pose as pose_lib
+from scenediff_jax.geometry import boxes as boxes_lib
+from scenediff_jax.geometry import gmm, nearest_sq_dist
+from scenediff_jax.geometry import pose as pose_lib
 
 
 def _expand(a, like):

@@ -7,6 +7,7 @@ import os
 from absl import logging
 
 from data_pipelines import registry
+from scenediff_jax.geometry.normalization import SceneStatistics, ShapeLatents
 from scenediff_jax.training import checkpoints, scene_data, shape_latents, shape_trainer
 from scenediff_jax.training import workdir as workdir_lib
 
@@ -20,8 +21,8 @@ class Stages:
   shapes: object  # the shape dataset's TFDS builder
   shape_model: object
   shape_params: object
-  latents: scene_data.ShapeLatents
-  statistics: scene_data.SceneStatistics
+  latents: ShapeLatents
+  statistics: SceneStatistics
 
 
 def prepare(config, workdir, train_shapes: bool = True) -> Stages:
@@ -46,7 +47,8 @@ def prepare(config, workdir, train_shapes: bool = True) -> Stages:
     shape_step = recorded if recorded is not None else checkpoints.latest_step(shape_dir)
   latents = shape_latents.load_or_encode(
       workdir, shape_model, shape_params,
-      {s: shapes.as_data_source(s) for s in ('train', 'test')}, config.shape_training.surface_points,
+      {s: shapes.as_data_source(s) for s in ('train', 'test')},
+      config.shape_training.surface_points,
       shape_step, keep_recorded=scene_trained)
   statistics = load_or_compute_statistics(workdir, scenes, config, latents,
                                           keep_recorded=scene_trained)
@@ -118,11 +120,3 @@ def train(config, workdir) -> Stages:
   scene_trainer.train(config, workdir, stages.scenes.as_data_source('train'), stages.statistics,
                       stages.latents)
   return stages
-
-
-def evaluate(config, workdir, stages: Stages = None) -> dict:
-  """`--mode=eval`: scores the latest scene checkpoint on config.eval.split."""
-  from scenediff_jax.training import config_checks, scene_eval
-  stages = stages or prepare(config, workdir, train_shapes=False)
-  config_checks.check_split(config, registry.splits_of(config, stages.scenes))  # before sampling
-  return scene_eval.evaluate(config, workdir, stages, registry.true_mesh_fn(config))

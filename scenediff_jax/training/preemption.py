@@ -10,7 +10,6 @@ from absl import logging
 import jax
 import numpy as np
 
-
 # The main job's exit status after a preemption checkpoint: "temporary failure, try again"
 # (sysexits.h), so that schedulers can requeue it (launch/slurm.sbatch does).
 EXIT_STATUS = os.EX_TEMPFAIL  # 75

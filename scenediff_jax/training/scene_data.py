@@ -9,20 +9,25 @@ One example (numpy, every array fixed-size so one compiled step serves every bat
                                                            each instance mask (for L_align)
 Scenes with more than N objects keep the N with the most visible pixels.
 """
-import dataclasses
 import functools
-import json
 
 import grain
 import jax
 import numpy as np
 
-from scenediff_jax.geometry import boxes as boxes_lib, camera, pose as pose_lib
-from scenediff_jax.geometry.normalization import Statistics, compute_statistics
-
+from scenediff_jax.geometry import boxes as boxes_lib
+from scenediff_jax.geometry import camera
+from scenediff_jax.geometry import pose as pose_lib
+from scenediff_jax.geometry.normalization import (
+  SceneStatistics,
+  ShapeLatents,
+  Statistics,
+  compute_statistics,
+)
 
 # Pose and layout fields are centred on the median and scaled to about unit spread: the scale
-# is the 68% quantile of |x − μ| (σ for a Gaussian, but blind to outliers), and values are clipped to ±POSE_CLIP.
+# is the 68% quantile of |x − μ| (σ for a Gaussian, but blind to outliers), and values are
+# clipped to ±POSE_CLIP.
 # Unit spread matters for diffusion: scaled by the largest deviation instead, the typical
 # |x| was 0.1–0.3, every timestep past t ≈ 100 was nearly pure noise, and DDIM samples came
 # out worse than predicting the mean (measured on SynthRooms). The clip removes the few
@@ -30,72 +35,6 @@ from scenediff_jax.geometry.normalization import Statistics, compute_statistics
 POSE_QUANTILE = 0.68
 POSE_CLIP = 4.0
 SHAPE_FRACTION_SALT = 77  # keeps the known-shape draw apart from other uses of the seed
-
-
-@dataclasses.dataclass(frozen=True)
-class SceneStatistics:
-  """Normalisation of every diffused quantity, stored next to the checkpoints, and the
-  training images' (height, width): the size the model takes (inference resizes to it).
-  `shape_step`: the shape autoencoder checkpoint whose latents they were computed from
-  (None in workdirs made before it was recorded)."""
-  pose: Statistics
-  layout: Statistics
-  gaussians: Statistics
-  intrinsics: Statistics
-  image_size: tuple = None
-  shape_step: int = None
-
-  @property
-  def latent_normalization(self) -> str:
-    """'part' when the latents have statistics per (part, channel), else 'channel'."""
-    return 'part' if np.ndim(self.gaussians.mean) == 2 else 'channel'
-
-  def to_json(self) -> str:
-    fields = {k: json.loads(getattr(self, k).to_json())
-              for k in ('pose', 'layout', 'gaussians', 'intrinsics')}
-    return json.dumps({**fields, 'image_size': self.image_size and list(self.image_size),
-                       'shape_step': self.shape_step}, indent=2)
-
-  @classmethod
-  def from_json(cls, text: str) -> 'SceneStatistics':
-    d = json.loads(text)
-    image_size = d.pop('image_size', None)  # absent from workdirs made before it existed
-    shape_step = d.pop('shape_step', None)
-    return cls(**{k: Statistics.from_json(json.dumps(v)) for k, v in d.items()},
-               image_size=image_size and tuple(image_size), shape_step=shape_step)
-
-
-NO_STEP = -1  # shape_step of a latent table saved before the step was recorded
-
-
-@dataclasses.dataclass(frozen=True)
-class ShapeLatents:
-  """The shape autoencoder's code of every shape: Gaussians [S, g, 16], intrinsics [S, g, d];
-  `is_train` [S] marks training shapes (the only ones statistics may look at); `shape_step`
-  the autoencoder checkpoint that encoded them (None: not recorded)."""
-  shape_ids: np.ndarray
-  gaussians: np.ndarray
-  intrinsics: np.ndarray
-  is_train: np.ndarray
-  shape_step: int = None
-
-  def rows(self, shape_ids):
-    """Row of each shape id in the table, −1 where the shape is unknown (or the id is −1)."""
-    lookup = np.full(max(int(self.shape_ids.max()), int(np.max(shape_ids, initial=0))) + 2, -1)
-    lookup[self.shape_ids] = np.arange(len(self.shape_ids))
-    return np.where(shape_ids >= 0, lookup[np.clip(shape_ids, 0, None)], -1)
-
-  def save(self, path):
-    fields = dataclasses.asdict(self)
-    fields['shape_step'] = np.int64(NO_STEP if self.shape_step is None else self.shape_step)
-    np.savez(path, **fields)
-
-  @classmethod
-  def load(cls, path) -> 'ShapeLatents':
-    with np.load(path) as f:
-      fields = {k: f[k] for k in f.files}
-    step = int(fields.pop('shape_step', NO_STEP))
-    return cls(**fields, shape_step=None if step == NO_STEP else step)
 
 
 def image_size(record):
@@ -179,7 +118,8 @@ def compute_scene_statistics(source, num_scenes: int, latents: ShapeLatents,
   return SceneStatistics(pose=robust(np.concatenate(poses)),
                          layout=(robust(np.stack(layouts), periodic_fields=()) if layouts
                                  else Statistics(np.zeros(7), np.ones(7))),
-                         gaussians=latent_statistics(latents.gaussians[train], latent_normalization),
+                         gaussians=latent_statistics(latents.gaussians[train],
+                                                     latent_normalization),
                          intrinsics=latent_statistics(latents.intrinsics[train],
                                                       latent_normalization),
                          image_size=tuple(int(n) for n in source[0]['image'].shape[:2]))

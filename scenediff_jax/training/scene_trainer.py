@@ -13,18 +13,25 @@ import time
 from typing import Any
 
 from absl import logging
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
 import tqdm
 
 from scenediff_jax import compiler, diffusion
-from scenediff_jax.models.scene_model import SceneModel, make_model
+from scenediff_jax.geometry.normalization import SceneStatistics, ShapeLatents
 from scenediff_jax.models import resnet_weights
-from scenediff_jax.training import (checkpoints, config_checks, losses, preemption, scene_data,
-                                    sharding)
+from scenediff_jax.models.scene_model import SceneModel, make_model
+from scenediff_jax.training import (
+  checkpoints,
+  config_checks,
+  losses,
+  preemption,
+  scene_data,
+  sharding,
+)
 from scenediff_jax.training.metric_log import MetricLog
 
 DIFFUSED = ('layout', 'pose', 'gaussians', 'intrinsics')
@@ -34,9 +41,6 @@ MODEL_INPUTS = ('image', 'K', 'world_to_cam', 'class', 'bbox2d', 'mask', 'layout
 
 class TrainState(train_state.TrainState):
   ema_params: Any = None
-
-
-make_schedule = diffusion.make_schedule
 
 
 def create_state(config, model, example_batch, key) -> TrainState:
@@ -166,13 +170,13 @@ def restore_state(checkpointer, config, model, example_batch, mesh):
   return checkpointer.restore(abstract)
 
 
-def train(config, workdir, source, statistics: scene_data.SceneStatistics,
-          latents: scene_data.ShapeLatents):
+def train(config, workdir, source, statistics: SceneStatistics,
+          latents: ShapeLatents):
   """Runs (or resumes) the scene stages; returns (model, final state)."""
   t = config.training
   total = t.diffusion_steps + t.joint_steps
   model = make_model(config)
-  schedule = make_schedule(config)
+  schedule = diffusion.make_schedule(config)
   mesh = sharding.make_mesh(config.get('mesh', sharding.DATA_PARALLEL))
   config_checks.check_devices(config, jax.device_count(), mesh.shape['data'])
   batches = scene_data.training_batches(source, statistics, latents, config)
@@ -214,9 +218,10 @@ def train(config, workdir, source, statistics: scene_data.SceneStatistics,
                 f'Training diverged before step {done} ({error}). The last good checkpoint is '
                 f'step {last_saved} in {workdir}/checkpoints/scene; lower '
                 f'--config.training.learning_rate and rerun to resume from it.') from None
-          progress.set_postfix(loss=f'{mean["loss"]:.4f}', steps_s=f'{mean["steps_per_second"]:.2f}')
+          progress.set_postfix(loss=f'{mean["loss"]:.4f}',
+                               steps_s=f'{mean["steps_per_second"]:.2f}')
           history, tick = [], time.perf_counter()
-        # Also at the end of the diffusion stage: the ablation (training/ablation.py) starts
+        # Also at the end of the diffusion stage: the ablation (jobs/ablation.py) starts
         # its no-joint variant from there instead of training the same steps again.
         if done % t.checkpoint_every == 0 or done in (t.diffusion_steps, total):
           if not np.isfinite(float(metrics['loss'])):  # never overwrite good with bad

@@ -8,9 +8,9 @@ from absl import logging
 import jax
 import numpy as np
 
+from scenediff_jax.geometry.normalization import ShapeLatents
 from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
 from scenediff_jax.training import workdir as workdir_lib
-from scenediff_jax.training.scene_data import ShapeLatents
 
 LATENTS_FILE = 'shape_latents.npz'
 

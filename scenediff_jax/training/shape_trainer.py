@@ -15,21 +15,17 @@ import functools
 import time
 
 from absl import logging
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
 import tqdm
 
 from scenediff_jax.geometry import gmm, nearest_sq_dist
-from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
+from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder, abstract_params, make_model
 from scenediff_jax.training import checkpoints, preemption, sharding
 from scenediff_jax.training.metric_log import MetricLog
-
-
-def make_model(config) -> ShapeAutoencoder:
-  return ShapeAutoencoder(**config.shape_model)
 
 
 def random_similarity(key, batch_size):
@@ -160,32 +156,27 @@ def train(config, workdir, shape_source):
 
 def restore(config, workdir, step=None):
   """(model, params) of the shape autoencoder checkpoint `step` (default: the latest) in the
-  workdir, read only."""
-  t = config.shape_training
-  model = make_model(config)
-  example = {'surface': np.zeros((1, t.surface_points, 3), np.float32),
-             'queries': np.zeros((1, t.occupancy_points, 3), np.float32)}
+  workdir, read only: the parameters alone, without the optimizer state.
+
+  Raises:
+    FileNotFoundError: no checkpoint, or not the one of `step`.
+    checkpoints.CheckpointUnreadable: it cannot be read, or is of another config.
+  """
   directory = f'{workdir}/checkpoints/shape'
   if checkpoints.latest_step(directory) is None:
     raise FileNotFoundError(f'No shape autoencoder checkpoint in {directory}; train first with '
                             '--mode=train.')
   checkpointer = checkpoints.Checkpointer(directory, read_only=True)
-  if step is not None and step not in checkpointer.all_steps:
-    raise FileNotFoundError(
-        f'{directory} no longer holds step {step} of the shape autoencoder, which the scene '
-        f'model was trained with (it holds {checkpointer.all_steps}); retrain the scene stages '
-        'in a new --workdir.')
-  state = checkpointer.restore(create_state(config, model, example, jax.random.key(t.seed)), step)
-  checkpointer.close()
-  return model, state.params
-
-
-def train_and_evaluate(config, workdir):
-  """`--mode=train_shape`: build the shapes if missing, train, then evaluate on held-out ones."""
-  from data_pipelines import registry
-  from scenediff_jax.training import shape_eval
-
-  shapes = registry.shape_builder(config)
-  model, params = train(config, workdir, shapes.as_data_source('train'))
-  return shape_eval.evaluate(config, workdir, model, params, shapes.as_data_source('test'),
-                             registry.true_mesh_fn(config))
+  try:
+    if step is not None and step not in checkpointer.all_steps:
+      raise FileNotFoundError(
+          f'{directory} no longer holds step {step} of the shape autoencoder, which the scene '
+          f'model was trained with (it holds {checkpointer.all_steps}); retrain the scene '
+          'stages in a new --workdir.')
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            abstract_params(config))
+    params = checkpointer.restore({'params': abstract}, step)['params']
+  finally:
+    checkpointer.close()
+  return make_model(config), params

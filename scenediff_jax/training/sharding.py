@@ -10,7 +10,8 @@ axis divides; everything smaller stays replicated.
 import math
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 DATA_PARALLEL = (('data', -1),)

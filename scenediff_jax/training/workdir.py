@@ -13,7 +13,6 @@ import socket
 import tempfile
 import time
 
-
 CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
 # Config groups and fields that change the model or the data (dotted paths; a group covers
@@ -91,17 +90,16 @@ PRODUCTS = ('checkpoints', 'shape_latents.npz', 'statistics.json', 'export')
 
 
 def read_statistics(path):
-  """The scene_data.SceneStatistics in `path` (FileNotFoundError when there is none);
+  """The normalization.SceneStatistics in `path` (FileNotFoundError when there is none);
   WorkdirError when the file cannot be read."""
-  from scenediff_jax.training import scene_data
+  from scenediff_jax.geometry.normalization import SceneStatistics
   try:
-    with open(path) as f:
-      return scene_data.SceneStatistics.from_json(f.read())
+    return SceneStatistics.read(path)
   except FileNotFoundError:
     raise
-  except (OSError, ValueError, KeyError, TypeError) as error:
-    raise WorkdirError(f'{path} cannot be read ({type(error).__name__}: {error}); delete it and '
-                       'rerun --mode=train on the workdir to recompute it.') from None
+  except ValueError as error:
+    raise WorkdirError(f'{error}; delete it and rerun --mode=train on the workdir to recompute '
+                       'it.') from None
 
 
 def check_config(config, workdir) -> None:
