@@ -6,7 +6,6 @@ import ml_collections
 
 from scenediff_jax.config_files import sibling
 
-
 VARIANTS = ('default', 'smoke', 'paper_recipe')
 
 

@@ -5,7 +5,7 @@ Modes:
   train         every stage: build the data if missing, the shape autoencoder, then the scene
                 diffusion and the joint fine-tuning with L_align, resuming from DIR/checkpoints
   eval          sample the config's eval split with the latest (EMA) checkpoint and write
-                DIR/eval/{metrics.json, report.md, previews/}
+                DIR/eval/{metrics.json, report.md, predictions.npz, previews/}
   build_data    build the config's datasets (scenes and shapes) if missing, then write a
                 contact sheet of the scenes
   preview_data  write a contact sheet (DIR/previews/data.png) of scenes of the dataset,
@@ -15,12 +15,14 @@ Modes:
                 (DIR/eval_shape/)
   ablate        the paper's ablation (Table 2) and a partial-shape experiment: trains and
                 evaluates the config's variants with config.ablation's budget and writes
-                DIR/ablation.md (training/ablation.py)
+                DIR/ablation.md (jobs/ablation.py)
   export        write the trained model as an inference bundle in DIR/export/ (jax.export
                 functions for cpu, cuda and tpu, parameters, config, statistics and a
                 loader that needs only jax and numpy); see scenediff_jax/inference/bundle.py
 """
+from collections.abc import Callable
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -32,17 +34,80 @@ from scenediff_jax import cli, data_preview
 
 PROGRAM = 'main'
 DATA_MISSING_STATUS = 2  # like a usage error: the user has to put files in place first
-MODES = ('train_and_eval', 'train', 'eval', 'build_data', 'preview_data', 'train_shape', 'ablate',
-         'export')
-TRAINING_MODES = ('train_and_eval', 'train', 'train_shape', 'ablate')  # hold the workdir lock
-READ_ONLY_MODES = ('eval', 'export')  # need a trained workdir; change no config or checkpoint
-JAX_MODES = TRAINING_MODES + ('eval',)  # initialise the (multi-process) JAX runtime
+
+
+# What each mode runs. All jobs are imported when they run: jax loads only for the modes
+# that need it, and a data mode starts without it.
+def _train(config, workdir):
+  from scenediff_jax.training import pipeline
+  pipeline.train(config, workdir)
+
+
+def _eval(config, workdir, stages=None):
+  from scenediff_jax.jobs import scene_eval
+  scene_eval.evaluate(config, workdir, stages)
+
+
+def _train_and_eval(config, workdir):
+  from scenediff_jax.training import pipeline
+  _eval(config, workdir, pipeline.train(config, workdir))
+
+
+def _train_shape(config, workdir):
+  from scenediff_jax.jobs import shape_eval
+  shape_eval.train_and_evaluate(config, workdir)
+
+
+def _ablate(config, workdir):
+  from scenediff_jax.jobs import ablation
+  ablation.run(config, workdir)  # finished variants are kept: rerun to go on
+
+
+def _export(config, workdir):
+  del config  # the bundle is of the workdir's own config.json
+  from scenediff_jax.inference import export
+  export.export_bundle(workdir)
+
+
+def _build_data(config, workdir):
+  data_preview.preview(config, workdir, data_preview.build(config))
+
+
+def _preview_data(config, workdir):
+  data_preview.preview(config, workdir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  """A mode's job and what is checked before it starts."""
+  run: Callable  # (config, workdir) → None
+  # 'train': holds the workdir lock and checks the devices; 'read': needs a trained workdir
+  # and changes nothing in it; 'data': only builds or shows the datasets.
+  kind: str
+  data: str = 'all'  # the datasets that must be available first: 'all', 'scenes' or 'none'
+  scores_split: bool = False  # config.eval.split must exist
+  resumes: bool = False  # must not train the shape stage on under trained scene checkpoints
+  multi_process: bool = False  # joins the (multi-process) JAX runtime
+
+
+MODES = {
+    'train_and_eval': Mode(_train_and_eval, 'train', scores_split=True, resumes=True,
+                           multi_process=True),
+    'train': Mode(_train, 'train', resumes=True, multi_process=True),
+    'eval': Mode(_eval, 'read', scores_split=True, multi_process=True),
+    'build_data': Mode(_build_data, 'data'),
+    'preview_data': Mode(_preview_data, 'data', data='scenes'),
+    'train_shape': Mode(_train_shape, 'train', resumes=True, multi_process=True),
+    'ablate': Mode(_ablate, 'train', multi_process=True),
+    'export': Mode(_export, 'read', data='none'),
+}
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
+    'config', None,
+    'Experiment config file, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the config, logs and outputs.')
-_MODE = flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train_and_eval', list(MODES), 'What to do.')
 
 
 def parse_flags(argv):
@@ -82,9 +147,10 @@ def run(config, workdir, mode):
   """The main job in `mode` (see the module docstring) for a config and a workdir; exits
   with one line (status 2: fix the config, flags or workdir; 1: a runtime failure; 75:
   preempted, rerun) instead of raising."""
-  from scenediff_jax.inference import trained_model
-  from scenediff_jax.training import checkpoints, config_checks, preemption, workdir as workdir_lib
   from data_pipelines import registry
+  from scenediff_jax.inference import trained_model
+  from scenediff_jax.training import checkpoints, config_checks, preemption
+  from scenediff_jax.training import workdir as workdir_lib
   try:
     _run(config, workdir, mode)
   except registry.DataDamaged as damaged:
@@ -106,60 +172,41 @@ def run(config, workdir, mode):
              'checkpoint.', 1)
 
 
-def _run(config, workdir, mode):
+def _run(config, workdir, name):
   from data_pipelines import registry
-  from scenediff_jax.training import config_checks, workdir as workdir_lib
+  from scenediff_jax.training import config_checks
+  from scenediff_jax.training import workdir as workdir_lib
+  mode = MODES[name]
   config_checks.check(config)
-  if mode != 'export':
+  if mode.data != 'none':
     # Before the workdir is touched: a missing dataset leaves nothing behind.
-    registry.check_available(config, shapes=mode not in ('preview_data',))
-  lead = True
-  if mode in JAX_MODES:
-    lead = _start_jax(config, check_devices=mode in TRAINING_MODES)
-  workdir_lib.prepare(workdir, create=mode not in READ_ONLY_MODES)
-  if mode in READ_ONLY_MODES:
+    registry.check_available(config, shapes=mode.data == 'all')
+  lead = _start_jax(config, check_devices=mode.kind == 'train') if mode.multi_process else True
+  workdir_lib.prepare(workdir, create=mode.kind != 'read')
+  if mode.kind == 'read':
     _check_trained(workdir)
   workdir_lib.check_config(config, workdir)
-  if mode in ('eval', 'train_and_eval'):
+  if mode.scores_split:
     builder = registry.scene_builder(config, prepare=False)
     if builder.is_prepared():
       config_checks.check_split(config, registry.splits_of(config, builder))
-  if mode in ('train', 'train_and_eval', 'train_shape'):
+  if mode.resumes:
     from scenediff_jax.training import pipeline
     pipeline.check_resumable(config, workdir)
-  lock = workdir_lib.WorkdirLock(workdir, mode) if lead and mode in TRAINING_MODES else None
+  lock = workdir_lib.WorkdirLock(workdir, name) if lead and mode.kind == 'train' else None
   with lock or contextlib.nullcontext():
-    if lead and mode not in READ_ONLY_MODES:  # the run is accepted: it is the workdir's now
+    if lead and mode.kind != 'read':  # the run is accepted: it is the workdir's now
       workdir_lib.write_config(config, workdir)
-    logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, mode)
-    _dispatch(config, workdir, mode)
-
-
-def _dispatch(config, workdir, mode):
-  if mode in ('train', 'eval', 'train_and_eval'):
-    from scenediff_jax.training import pipeline
-    stages = pipeline.train(config, workdir) if mode != 'eval' else None
-    if mode != 'train':
-      pipeline.evaluate(config, workdir, stages)
-  elif mode == 'ablate':
-    from scenediff_jax.training import ablation
-    ablation.run(config, workdir)  # finished variants are kept: rerun to go on
-  elif mode == 'export':
-    from scenediff_jax.inference import export
-    export.export_bundle(workdir)
-  elif mode == 'train_shape':
-    from scenediff_jax.training import shape_trainer
-    shape_trainer.train_and_evaluate(config, workdir)
-  else:
-    builder = data_preview.build(config) if mode == 'build_data' else None
-    data_preview.preview(config, workdir, builder)
+    logging.info('Config %s, workdir %s, mode %s.', config.name, workdir, name)
+    mode.run(config, workdir)
 
 
 def _start_jax(config, check_devices):
   """Joins the processes of a multi-process job; returns whether this one leads. With
   `check_devices`, the training batches must split over the devices."""
-  from scenediff_jax.training import config_checks, distributed, sharding  # jax loads here
   import jax
+
+  from scenediff_jax.training import config_checks, distributed, sharding  # jax loads here
   distributed.initialize()
   if check_devices:
     try:
@@ -171,7 +218,8 @@ def _start_jax(config, check_devices):
 
 
 def _check_trained(workdir):
-  from scenediff_jax.training import checkpoints, workdir as workdir_lib
+  from scenediff_jax.training import checkpoints
+  from scenediff_jax.training import workdir as workdir_lib
   if (workdir_lib.read_config(workdir) is None or
       checkpoints.latest_step(os.path.join(workdir, 'checkpoints', 'scene')) is None):
     raise workdir_lib.WorkdirError(f'{workdir} holds no trained model (config.json and '

@@ -51,16 +51,6 @@ flags.mark_flags_as_required(['model', 'input', 'output'])
 UsageError = cli.UsageError  # a flag value that cannot work (exit status 2, like bad input)
 
 
-def model_batch(scene: demo_input.DemoInput, max_objects):
-  """One demo input as a padded batch of one scene."""
-  n = len(scene.classes)
-  pad = lambda x: np.concatenate([x, np.zeros((max_objects - n, *x.shape[1:]), x.dtype)])[None]
-  return {'image': scene.image[None], 'K': scene.K[None].astype(np.float32),
-          'world_to_cam': scene.world_to_cam[None].astype(np.float32),
-          'bbox2d': pad(scene.bbox2d.astype(np.float32)),
-          'class': pad(scene.classes.astype(np.int32)), 'mask': pad(np.ones(n, bool))}
-
-
 def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolution):
   """Samples one scene, meshes its objects and writes them into output_dir.
 
@@ -73,7 +63,8 @@ def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolut
   Returns:
     output_dir.
   """
-  batch = model_batch(scene, model.max_objects)
+  batch = trained_model.batch_inputs([trained_model.model_input(
+      scene.image, scene.K, scene.world_to_cam, scene.bbox2d, scene.classes, model.max_objects)])
   sampled = model.sample_scene(batch, seed, steps, guidance)
   n = len(scene.classes)
   meshes = model.object_meshes(sampled['gaussians'][0, :n], sampled['intrinsics'][0, :n],
@@ -172,8 +163,8 @@ def run():
   folders = demo_input.find_inputs(_INPUT.value)
   check_output(_OUTPUT.value, folders)
   single = len(folders) == 1 and os.path.abspath(folders[0]) == os.path.abspath(_INPUT.value)
-  image_size, max_objects = trained_model.input_size(_MODEL.value)
-  read = lambda folder: demo_input.read_demo_input(folder, image_size, max_objects,
+  source = trained_model.find_model(_MODEL.value)  # its input size; parameters come later
+  read = lambda folder: demo_input.read_demo_input(folder, source.image_size, source.max_objects,
                                                    _PITCH.value, _ROLL.value)
   # Every input is read and checked before the model is loaded or anything is written.
   if single:
@@ -184,7 +175,7 @@ def run():
       which = 'every input is bad' if len(bad) == len(folders) else (
           f'{len(bad)} of {len(folders)} inputs are bad (--strict)')
       raise demo_input.InputError(f'{which}; nothing was written: {_listing(bad)}')
-  model = trained_model.load(_MODEL.value)
+  model = trained_model.load(source)
   steps = _STEPS.value or model.sampling_steps
   if steps > model.num_timesteps:
     raise UsageError(f'--steps={steps}: the model was trained with {model.num_timesteps} '

@@ -1,9 +1,9 @@
 """Unconditional generation: `python -m scenediff_jax.sample --model=M --num=N --output=OUT`.
 
 Draws N scenes from the null condition (no image, no detections) and writes, per scene,
-OUT/scene_000/, scene_001/, … with one .ply per object (its shape at its sampled size and yaw, centred on
-the origin, y down as in our world frame), scene.glb with the objects standing side by side
-on one floor (glTF y-up), and OUT/contact_sheet.png with every shape.
+OUT/scene_000/, scene_001/, … with one .ply per object (its shape at its sampled size and yaw,
+centred on the origin, y down as in our world frame), scene.glb with the objects standing side
+by side on one floor (glTF y-up), and OUT/contact_sheet.png with every shape.
 
 Why side by side: an unconditional pose [δ, d, size, yaw] places an object relative to its
 2D box, and without detections there is no box, so shapes, sizes and orientations are
@@ -17,8 +17,8 @@ from PIL import Image
 import tqdm
 import trimesh
 
-from scenediff_jax.geometry import boxes as boxes_lib
 from scenediff_jax import cli
+from scenediff_jax.geometry import boxes as boxes_lib
 from scenediff_jax.inference import point_render, scene_files, trained_model
 from scenediff_jax.inference.atomic_dir import atomic_directory
 
@@ -71,19 +71,21 @@ def contact_sheet(rows):
 
 
 def check_flags():
-  """Every flag checked before the model is loaded (its size is read without loading it)."""
+  """Every flag checked before the model is loaded (its size is read without loading it);
+  returns the model's trained_model.ModelSource."""
   cli.check_output_folder(_OUTPUT.value)
   cli.check_count('num', _NUM.value, 'scenes to draw')
   cli.check_mesh_resolution(_MESH_RESOLUTION.value)
   if _STEPS.value is not None:
     cli.check_count('steps', _STEPS.value, 'DDIM steps')
+  source = trained_model.find_model(_MODEL.value)
   cli.check_count('objects', _OBJECTS.value, 'objects per scene; the model\'s N_max is the most',
-                  most=trained_model.input_size(_MODEL.value)[1])
+                  most=source.max_objects)
+  return source
 
 
 def run():
-  check_flags()
-  model = trained_model.load(_MODEL.value)
+  model = trained_model.load(check_flags())
   mask = np.zeros((_NUM.value, model.max_objects), bool)
   mask[:, :_OBJECTS.value] = True
   drawn = model.sample_unconditional(mask, _SEED.value, _STEPS.value or model.sampling_steps)

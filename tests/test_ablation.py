@@ -1,4 +1,4 @@
-"""`--mode=ablate` (training/ablation.py): each variant changes only its own factor, a no-align
+"""`--mode=ablate` (jobs/ablation.py): each variant changes only its own factor, a no-align
 variant resumed from its twin's checkpoint ends where training it from scratch ends, and the
 command writes the Table 2 report."""
 import json
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from scenediff_jax.training import ablation, checkpoints
+from scenediff_jax.jobs import ablation
+from scenediff_jax.training import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,8 +37,8 @@ def test_each_variant_changes_only_its_own_factor_and_keeps_the_budget():
   assert _changed('full') == set()
   assert _changed('no_isa') == {'denoiser.use_isa'}
   assert _changed('no_joint') == {'training.diffusion_steps', 'training.joint_steps'}
-  assert _changed('regression') == {'method', 'diffusion.condition_drop', 'diffusion.guidance_scale',
-                                    'eval.num_samples'}
+  assert _changed('regression') == {'method', 'diffusion.condition_drop',
+                                    'diffusion.guidance_scale', 'eval.num_samples'}
   assert _changed('partial_shapes') == {'training.shape_fraction'}
   assert _changed('partial_shapes_no_align') == {
       'training.shape_fraction', 'training.diffusion_steps', 'training.joint_steps'}
@@ -122,7 +123,8 @@ def test_report_has_table_2s_rows_in_the_papers_order():
   table2 = [r.split(' | ')[0][2:] for r in rows[1:6]]
   assert table2 == ['regression', 'no_isa', 'no_joint', 'full', 'trivial baseline (class means)']
   regression = rows[1].split(' | ')
-  assert regression[1:4] == ['✗', '✓', '✓'] and regression[4] == '12.00' and regression[5] == '24.00'
+  assert regression[1:4] == ['✗', '✓', '✓']
+  assert regression[4] == '12.00' and regression[5] == '24.00'
   assert '= K-sample' in rows[1] and '17.00 / 34.00' in rows[4]
   assert '2.0 (+ 1600 steps of full)' in rows[3] and 'Shapes known for 10%' in text
   partial = [r for r in rows if r.startswith('| partial_shapes')]

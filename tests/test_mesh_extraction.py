@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from scenediff_jax.inference.mesh import (dense_grid_points, extract_mesh, extract_mesh_dense,
-                                          extract_meshes)
+from scenediff_jax.inference.mesh import (
+  dense_grid_points,
+  extract_mesh,
+  extract_mesh_dense,
+  extract_meshes,
+)
 
 R0 = 0.35
 
@@ -268,12 +272,13 @@ def test_an_open_surface_keeps_its_outward_faces():
 
 
 def test_mesh_agreement_tells_same_from_missing_and_moved():
-  from scenediff_jax.training.shape_eval import mesh_agreement
+  from scenediff_jax.jobs.shape_eval import mesh_agreement
   both, _ = extract_mesh_dense(two_spheres, resolution=64)
   one, _ = extract_mesh_dense(lambda p: sphere(p, (-0.25, 0.1, 0.0), 0.07), resolution=64)
   assert mesh_agreement(both, both.copy())['same_as_dense']
   missing = mesh_agreement(one, both)
-  assert not missing['same_as_dense'] and (missing['components'], missing['dense_components']) == (1, 2)
+  assert not missing['same_as_dense']
+  assert (missing['components'], missing['dense_components']) == (1, 2)
   moved = both.copy()
   moved.apply_translation([0.01, 0, 0])  # vertex Chamfer 2 · 0.01² = 2e-4 > 1e-5
   assert not mesh_agreement(moved, both)['same_as_dense']

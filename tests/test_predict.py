@@ -12,7 +12,8 @@ import pytest
 import trimesh
 
 from scenediff_jax import predict
-from scenediff_jax.geometry import boxes as boxes_lib, camera
+from scenediff_jax.geometry import boxes as boxes_lib
+from scenediff_jax.geometry import camera
 from scenediff_jax.geometry.classes import CLASSES
 from scenediff_jax.inference import bundle, demo_input, scene_files
 
@@ -171,7 +172,8 @@ def _check_prediction(out, record, pitch_roll_given=True):
     box = np.array(o['center'] + o['size'] + [o['yaw']])
     ply = trimesh.load(out / f'{scene_files.object_name(k, CLASSES.index(o["class"]))}.ply')
     # boxes.json agrees with the meshes' placement: every vertex in its box...
-    assert np.all(boxes_lib.points_in_box(np.asarray(ply.vertices), box, inflate=0.11))  # grid ±0.55
+    # (The grid reaches ±0.55 of the box.)
+    assert np.all(boxes_lib.points_in_box(np.asarray(ply.vertices), box, inflate=0.11))
     # ...and the same object in the GLB, turned y-up.
     name = scene_files.object_name(k, CLASSES.index(o['class']))
     glb_vertices = np.asarray(glb.geometry[name].vertices) * [1, -1, -1]
@@ -214,6 +216,54 @@ def test_predict_on_demo_folders_from_a_workdir_and_from_its_bundle(trained, sce
     np.testing.assert_allclose(a['center'] + a['size'], b['center'] + b['size'], atol=1e-4)
 
 
+@pytest.mark.slow
+def test_eval_scores_exactly_what_predict_and_the_bundle_ship(trained, tmp_path):
+  """--mode=eval, predict's reconstruct and the bundle give bit-equal boxes and shape codes
+  for the same scene and seed: one scene per eval batch (scene i is drawn with seed
+  eval.seed + i), one sample."""
+  root, work = trained
+  result = run('main', '--config=configs/synthetic.py:smoke', f'--config.data_dir={root / "tfds"}',
+               f'--workdir={work}', '--config.diffusion.eta=0.0', '--mode=eval',
+               '--config.eval.batch_size=1', '--config.eval.num_samples=1',
+               '--config.eval.num_scenes=2', '--config.eval.seed=5', '--config.eval.tag=one_path',
+               '--config.eval.mesh_objects=0', '--config.eval.num_previews=0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  scored = np.load(work / 'eval_one_path' / 'predictions.npz')
+  assert scored['seed'].tolist() == [5, 6]
+
+  from configs import synthetic
+  from data_pipelines import registry
+  from scenediff_jax.inference import trained_model
+  config = synthetic.get_config('smoke')
+  config.data_dir = str(root / 'tfds')
+  source = registry.scene_builder(config, prepare=False).as_data_source('test')
+  models = {'workdir': trained_model.load(str(work)),
+            'bundle': trained_model.load(str(work / 'export'))}
+  for i in range(2):
+    record = source[int(scored['scene_index'][i])]
+    o = record['objects']
+    scene = demo_input.DemoInput(
+        name=f'scene_{i}', image=record['image'], K=record['K'],
+        world_to_cam=record['world_to_cam'], bbox2d=o['bbox2d'], classes=o['class'],
+        scores=np.ones(len(o['class']), np.float32), original_image=record['image'],
+        original_K=record['K'], original_bbox2d=o['bbox2d'], notes=[])
+    n, seed = len(o['class']), int(scored['seed'][i])
+    for name, model in models.items():
+      out = tmp_path / f'{name}_{i}'
+      predict.reconstruct(model, scene, str(out), seed=seed, steps=config.diffusion.sampling_steps,
+                          guidance=config.diffusion.guidance_scale, mesh_resolution=16)
+      written = json.loads((out / 'boxes.json').read_text())['objects']
+      boxes = np.array([w['center'] + w['size'] + [w['yaw']] for w in written], np.float32)
+      np.testing.assert_array_equal(boxes, scored['boxes'][i, :n], err_msg=name)
+      # The shape codes, from the same call predict makes.
+      sampled = model.sample_scene(trained_model.batch_inputs([trained_model.model_input(
+          scene.image, scene.K, scene.world_to_cam, scene.bbox2d, scene.classes,
+          model.max_objects)]), seed, config.diffusion.sampling_steps,
+          config.diffusion.guidance_scale)
+      for key in ('boxes', 'layout', 'gaussians', 'intrinsics'):
+        np.testing.assert_array_equal(sampled[key][0], scored[key][i], err_msg=f'{name} {key}')
+
+
 _LOAD_BUNDLE = '''
 import sys
 sys.path.insert(0, '.')  # the bundle folder (python -I leaves the working directory out)
@@ -243,8 +293,10 @@ def test_the_bundle_runs_in_a_fresh_process_without_the_package(trained, tmp_pat
   mask[:, :3] = True
   mask[1, :5] = True
   inputs = {'image': rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8),
-            'K': np.stack([camera.intrinsics(200.0, (width - 1) / 2, (height - 1) / 2)] * 3).astype(np.float32),
-            'world_to_cam': np.stack([camera.world_to_cam(0.1 * i, 0.0) for i in range(3)]).astype(np.float32),
+            'K': np.stack([camera.intrinsics(200.0, (width - 1) / 2, (height - 1) / 2)] * 3
+                          ).astype(np.float32),
+            'world_to_cam': np.stack([camera.world_to_cam(0.1 * i, 0.0) for i in range(3)]
+                                     ).astype(np.float32),
             'bbox2d': np.tile(np.array([10, 12, 40, 30], np.float32), (3, n, 1)),
             'class': rng.integers(0, len(CLASSES), (3, n)).astype(np.int32), 'mask': mask}
   np.savez(tmp_path / 'inputs.npz', **inputs)
@@ -253,8 +305,9 @@ def test_the_bundle_runs_in_a_fresh_process_without_the_package(trained, tmp_pat
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   from scenediff_jax import compiler
   result = subprocess.run([sys.executable, '-I', str(script), str(tmp_path / 'inputs.npz'),
-                           str(tmp_path / 'out.npz'), json.dumps(compiler.options())], cwd=work / 'export', capture_output=True,
-                          text=True, timeout=300, env=env)
+                           str(tmp_path / 'out.npz'), json.dumps(compiler.options())],
+                          cwd=work / 'export', capture_output=True, text=True, timeout=300,
+                          env=env)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
   exported = dict(np.load(tmp_path / 'out.npz'))
   expected = model.sample_scene(inputs, 3, 7, 2.0)

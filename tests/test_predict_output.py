@@ -17,9 +17,9 @@ from absl import flags
 import numpy as np
 from PIL import Image
 import pytest
+import robustness
 import trimesh
 
-import robustness
 from scenediff_jax import predict
 from scenediff_jax.inference import atomic_dir, bundle, demo_input, scene_files, trained_model
 
@@ -405,7 +405,7 @@ def test_predict_flags_are_checked_before_any_work(row, tmp_path, monkeypatch, c
 
   def must_not_run(*args, **kwargs):
     raise AssertionError('predict read the model before checking its flags')
-  monkeypatch.setattr(trained_model, 'input_size', must_not_run)
+  monkeypatch.setattr(trained_model, 'find_model', must_not_run)
   monkeypatch.setattr(trained_model, 'load', must_not_run)
   demo = write_demo(tmp_path / 'demo')
   code, err = run_predict(capsys, f'--model={tmp_path}', f'--input={demo}',

@@ -14,15 +14,14 @@ OBJECTS = 10
 
 def random_model(config) -> trained_model.InferenceModel:
   """An untrained model of `config` (times only: its scenes and meshes mean nothing)."""
-  from scenediff_jax.training import scene_trainer, shape_trainer
-  from scenediff_jax.models.scene_model import make_model
+  from scenediff_jax.models import scene_model, shape_autoencoder
 
   batch = train_step.random_batch(config, 1)
-  params = jax.jit(make_model(config).init)(
-      jax.random.key(0), batch, {k: batch[k] for k in scene_trainer.DIFFUSED},
-      np.zeros(1, np.int32))
+  noisy = {k: batch[k] for k in ('layout', 'pose', 'gaussians', 'intrinsics')}
+  params = jax.jit(scene_model.make_model(config).init)(jax.random.key(0), batch, noisy,
+                                                        np.zeros(1, np.int32))
   points = np.zeros((1, 64, 3), np.float32)
-  shape_params = shape_trainer.make_model(config).init(jax.random.key(1), points, points)
+  shape_params = shape_autoencoder.make_model(config).init(jax.random.key(1), points, points)
   return trained_model.from_parameters(config, train_step.plausible_statistics(config), params,
                                        shape_params, source='random init')
 
@@ -30,12 +29,11 @@ def random_model(config) -> trained_model.InferenceModel:
 def scene_inputs(model, objects=OBJECTS, seed=0) -> dict:
   """One scene with `objects` random detections at the model's input size."""
   rng = np.random.default_rng(seed)
-  n = model.max_objects
+  n = min(objects, model.max_objects)
   K, bbox2d = train_step.random_camera_and_boxes(rng, (n,), model.image_size)
-  one = {'image': rng.integers(0, 256, (*model.image_size, 3), np.uint8), 'K': K,
-         'world_to_cam': np.eye(3), 'bbox2d': bbox2d, 'class': rng.integers(0, 10, n),
-         'mask': np.arange(n) < min(objects, n)}
-  return {k: np.asarray(v[None], trained_model.INPUT_DTYPES[k]) for k, v in one.items()}
+  return trained_model.batch_inputs([trained_model.model_input(
+      rng.integers(0, 256, (*model.image_size, 3), np.uint8), K, np.eye(3), bbox2d,
+      rng.integers(0, 10, n), model.max_objects)])
 
 
 def time_one_scene(model, steps, mesh_resolutions, repeats) -> dict:
@@ -61,49 +59,35 @@ def time_one_scene(model, steps, mesh_resolutions, repeats) -> dict:
           'finite': bool(all(np.all(np.isfinite(v)) for v in jax.tree.leaves(scene)))}
 
 
-def _record_inputs(records, max_objects) -> dict:
-  """The model inputs of SynthRooms records (oracle detections and cameras), padded."""
-  def one(r):
-    n = len(r['objects']['class'])
-    pad = lambda x: np.concatenate([x, np.zeros((max_objects - n,) + x.shape[1:], x.dtype)])
-    return {'image': r['image'], 'K': r['K'], 'world_to_cam': r['world_to_cam'],
-            'bbox2d': pad(r['objects']['bbox2d']), 'class': pad(r['objects']['class']),
-            'mask': np.arange(max_objects) < n}
-  examples = [one(r) for r in records]
-  return {k: np.stack([e[k] for e in examples]).astype(trained_model.INPUT_DTYPES[k])
-          for k in examples[0]}
-
-
 def pose_metrics_by_sampler(workdir, scenes, batch_size=50, seed=0) -> dict:
   """IoU3D, AP3D@15 and layout IoU of DDPM (DDIM with η = 1 over all T steps, the same
   update; tests/test_diffusion.py) and DDIM 100/50/25 (η = 0) on the first `scenes`
-  SynthRooms test scenes of a trained workdir; seconds per scene for each."""
+  SynthRooms test scenes of a trained workdir, sampled as evaluation samples them
+  (jobs/scene_eval.py); seconds per scene for each."""
   from data_pipelines import registry
-  from scenediff_jax import diffusion
   from scenediff_jax.evaluation import evaluator
-  from scenediff_jax.inference import sampling
-  from scenediff_jax.models.scene_model import make_model
-  from scenediff_jax.training import scene_trainer
+  from scenediff_jax.inference import restore
+  from scenediff_jax.jobs import scene_eval
 
-  config, statistics, params, _ = trained_model.restore_workdir(workdir)
+  trained = restore.restore_params(workdir)
+  config = trained.config
   source = registry.scene_builder(config, prepare=False).as_data_source('test')
   records = [source[i] for i in range(min(scenes, len(source)))]
   ground_truth = [{'objects': {'class': r['objects']['class'], 'box3d': r['objects']['box3d']},
                    'layout': r['layout']} for r in records]
-  model, schedule = make_model(config), scene_trainer.make_schedule(config)
   rows = {}
-  for name, steps, eta in (('ddpm_1000', schedule.num_timesteps, 1.0), ('ddim_100', 100, 0.0),
-                           ('ddim_50', 50, 0.0), ('ddim_25', 25, 0.0)):
+  for name, steps, eta in (('ddpm_1000', config.diffusion.num_timesteps, 1.0),
+                           ('ddim_100', 100, 0.0), ('ddim_50', 50, 0.0), ('ddim_25', 25, 0.0)):
     with config.unlocked():
       config.diffusion.eta = eta
-    sample = jax.jit(sampling.scene_sampler(model, schedule, config))
-    timesteps = np.asarray(diffusion.ddim_timesteps(schedule.num_timesteps, steps))
+    model = trained_model.from_parameters(config, trained.statistics, trained.scene,
+                                          trained.shape)
     predictions, start = [], time.perf_counter()
     for first in range(0, len(records), batch_size):
       chunk = records[first:first + batch_size]
-      batch = _record_inputs(chunk, config.max_objects)
-      key = jax.random.fold_in(jax.random.key(seed), first)
-      decoded = sampling.decode(sample(params, batch, key, timesteps, 1.0), batch, statistics)
+      inputs = trained_model.batch_inputs([scene_eval.record_input(r, config.max_objects)
+                                           for r in chunk])
+      decoded = model.sample_scene(inputs, seed + first, steps, 1.0)
       for b, r in enumerate(chunk):
         n = len(r['objects']['class'])
         predictions.append({'objects': {'class': r['objects']['class'],

@@ -11,7 +11,8 @@ runs on a machine without scenediff_jax, flax or the training code. A bundle hol
   statistics.json      the normalisation statistics (also baked into the functions)
   config.json          the training config
   <name>.jax_exported  jax.export serialisations for cpu, cuda and tpu, batch dimension symbolic:
-    sample_scene(params, inputs, key_data, timesteps, guidance_scale) → boxes, layout, gaussians, intrinsics
+    sample_scene(params, inputs, key_data, timesteps, guidance_scale)
+      → boxes, layout, gaussians, intrinsics
     sample_unconditional(params, mask, key_data, timesteps) → pose, layout, gaussians, intrinsics
     occupancy(shape_params, gaussians, intrinsics, queries) → logits
 
@@ -141,7 +142,8 @@ def check_files(directory, files):
 
 
 def _some(names, shown=3):
-  return ', '.join(names[:shown]) + (f' and {len(names) - shown} more' if len(names) > shown else '')
+  more = f' and {len(names) - shown} more' if len(names) > shown else ''
+  return ', '.join(names[:shown]) + more
 
 
 def non_finite(flat) -> list:

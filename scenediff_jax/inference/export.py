@@ -1,11 +1,11 @@
 """`--mode=export`: a workdir's trained model as a portable inference bundle in DIR/export/.
 
-The three inference functions (trained_model.inference_functions) are `jax.export`ed for
+The three inference functions (trained_model.export_functions) are `jax.export`ed for
 cpu, cuda and tpu with a symbolic batch dimension (and a symbolic step count and query
-count), next to the parameters as .npz, the config and statistics as JSON, and a copy of
-the loader (bundle.py) as load_bundle.py, and bundle.json with the SHA-256 of each of those
-files (checked at load). Non-finite parameters are refused. The folder is written aside and
-renamed into place when complete.
+count), exactly as a workdir's model runs them in process, next to the parameters as .npz,
+the config and statistics as JSON, a copy of the loader (bundle.py) as load_bundle.py, and
+bundle.json with the SHA-256 of each of those files (checked at load). Non-finite parameters
+are refused. The folder is written aside and renamed into place when complete.
 """
 import json
 import os
@@ -13,43 +13,14 @@ import shutil
 
 from absl import logging
 import jax
-from jax import export
-import jax.numpy as jnp
 import numpy as np
 
 from scenediff_jax import diffusion
 from scenediff_jax.geometry.classes import CLASSES
-from scenediff_jax.inference import bundle, trained_model
+from scenediff_jax.inference import bundle, restore, trained_model
 from scenediff_jax.inference.atomic_dir import atomic_directory
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
-
-
-def _specs(tree):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
-
-
-def export_functions(config, statistics, scene_params, shape_params, platforms=PLATFORMS):
-  """{name: jax.export.Exported} for bundle.FUNCTIONS."""
-  sample_scene, sample_unconditional, occupancy = trained_model.inference_functions(
-      config, statistics)
-  b, s, q = export.symbolic_shape('b, s, q')
-  height, width = statistics.image_size
-  n, g = config.max_objects, config.shape_model.num_parts
-  d = config.shape_model.intrinsic_size
-  spec = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype)
-  inputs = {'image': spec((b, height, width, 3), jnp.uint8), 'K': spec((b, 3, 3)),
-            'world_to_cam': spec((b, 3, 3)), 'bbox2d': spec((b, n, 4)),
-            'class': spec((b, n), jnp.int32), 'mask': spec((b, n), jnp.bool_)}
-  key = spec((2,), jnp.uint32)  # threefry key data, jax.random.key_data(jax.random.key(seed))
-  steps = spec((s,), jnp.int32)
-  scene, shape = _specs(scene_params), _specs(shape_params)
-  run = lambda f, *args: export.export(jax.jit(f), platforms=platforms)(*args)
-  return {
-      'sample_scene': run(sample_scene, scene, inputs, key, steps, spec(())),
-      'sample_unconditional': run(sample_unconditional, scene, spec((b, n), jnp.bool_), key, steps),
-      'occupancy': run(occupancy, shape, spec((b, g, 16)), spec((b, g, d)), spec((b, q, 3))),
-  }
 
 
 def export_bundle(workdir, platforms=PLATFORMS) -> str:
@@ -61,9 +32,9 @@ def export_bundle(workdir, platforms=PLATFORMS) -> str:
   Returns:
     The bundle's path.
   """
-  config, statistics, scene_params, shape_params = trained_model.restore_workdir(workdir)
-  return write_bundle(os.path.join(workdir, 'export'), config, statistics, scene_params,
-                      shape_params, platforms)
+  trained = restore.restore_params(workdir)
+  return write_bundle(os.path.join(workdir, 'export'), trained.config, trained.statistics,
+                      trained.scene, trained.shape, platforms)
 
 
 def write_bundle(target, config, statistics, scene_params, shape_params,
@@ -73,7 +44,7 @@ def write_bundle(target, config, statistics, scene_params, shape_params,
   Args:
     target: the bundle folder (replaced if it exists).
     config: the model's config.
-    statistics: its scene_data.SceneStatistics (image_size set).
+    statistics: its normalization.SceneStatistics (image_size set).
     scene_params, shape_params: the parameter trees.
     platforms: jax.export platforms to serialise the functions for.
   Returns:
@@ -91,7 +62,8 @@ def write_bundle(target, config, statistics, scene_params, shape_params,
         'earlier checkpoint.')
   # Plain nested dicts of numpy arrays: exactly the tree the loader rebuilds from params.npz.
   params = bundle.unflatten(flat)
-  exported = export_functions(config, statistics, params['scene'], params['shape'], platforms)
+  exported = trained_model.export_functions(config, statistics, params['scene'],
+                                            params['shape'], platforms)
   d = config.diffusion
   metadata = {'image_size': list(statistics.image_size), 'max_objects': config.max_objects,
               'classes': list(CLASSES), 'num_parts': config.shape_model.num_parts,

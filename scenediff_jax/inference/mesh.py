@@ -29,8 +29,8 @@ import itertools
 import time
 
 import numpy as np
-import trimesh
 from skimage import measure
+import trimesh
 
 DEFAULT_BOUNDS = (-0.55, 0.55)
 _OFFSETS = np.array(list(itertools.product((0, 1), repeat=3)))  # a cell's corners

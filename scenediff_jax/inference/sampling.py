@@ -4,12 +4,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from scenediff_jax import compiler, diffusion
-from scenediff_jax.geometry import boxes as boxes_lib, gmm, pose as pose_lib
+from scenediff_jax import diffusion
+from scenediff_jax.geometry import boxes as boxes_lib
+from scenediff_jax.geometry import gmm
+from scenediff_jax.geometry import pose as pose_lib
 from scenediff_jax.models.scene_model import SceneModel
-
 
 MIN_DISTANCE = 0.1  # metres from the camera centre: the nearest a sampled object may be
 
@@ -25,10 +25,10 @@ def scene_sampler(model: SceneModel, schedule, config, *, unconditional=False):
   """sample(params, batch, key, timesteps, guidance_scale) → normalised x₀ dict.
 
   A pure function of arrays (jit-able and exportable): DDIM over the descending `timesteps`
-  with the config's eta, x̂₀ clip and prediction (ε, x₀ or v); for the regression ablation (config.method), one
-  forward pass, whatever the key and timesteps. `batch` has mask [B, N] and, unless unconditional,
-  image, K, world_to_cam, bbox2d and class. A python guidance_scale of 1 compiles the
-  conditional branch only; a traced one decides at run time.
+  with the config's eta, x̂₀ clip and prediction (ε, x₀ or v); for the regression ablation
+  (config.method), one forward pass, whatever the key and timesteps. `batch` has mask [B, N]
+  and, unless unconditional, image, K, world_to_cam, bbox2d and class. A python
+  guidance_scale of 1 compiles the conditional branch only; a traced one decides at run time.
   """
   d, s = config.diffusion, config.shape_model
   regression = diffusion.is_regression(config)
@@ -56,46 +56,24 @@ def scene_sampler(model: SceneModel, schedule, config, *, unconditional=False):
   return sample
 
 
-def make_sampler(model: SceneModel, schedule, config, *, unconditional=False):
-  """A jitted sampler(params, batch, key) → normalised x₀ dict for a padded batch, with the
-  config's steps and guidance scale."""
-  d = config.diffusion
-  sample = scene_sampler(model, schedule, config, unconditional=unconditional)
-  timesteps = jnp.asarray(diffusion.ddim_timesteps(schedule.num_timesteps, d.sampling_steps))
-  return compiler.jit(lambda params, batch, key: sample(params, batch, key, timesteps,
-                                                        d.guidance_scale))
-
-
 def decode(x0, batch, statistics):
   """Normalised samples → world boxes [B, N, 7], layouts [B, 7], valid Gaussians
-  [B, N, g, 16] and intrinsics [B, N, g, d] (canonical frame of each box).
-
-  Outside jit everything is numpy float64; inside jit (an exported sampler decodes before
-  it returns) the same code runs in jax.numpy.
+  [B, N, g, 16] and intrinsics [B, N, g, d] (canonical frame of each box), in jax.numpy
+  (the sampling functions decode before they return, inside jit).
   """
-  traced = isinstance(x0['pose'], jax.core.Tracer)
-  if traced:
-    xp, x0 = jnp, dict(x0)
-    bbox2d, K, world_to_cam = batch['bbox2d'], batch['K'], batch['world_to_cam']
-  else:
-    xp, x0 = np, jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(x0))
-    bbox2d, K, world_to_cam = (np.asarray(batch[k], np.float64)
-                               for k in ('bbox2d', 'K', 'world_to_cam'))
   height, width = batch['image'].shape[1:3]
   poses = statistics.pose.denormalize(x0['pose'])
   # A centre at distance ≤ 0 along its ray would sit behind the camera, where no pixel sees it.
-  poses = xp.concatenate([poses[..., :2], xp.maximum(poses[..., 2:3], MIN_DISTANCE),
-                          poses[..., 3:]], -1)
-  boxes = pose_lib.pose_to_box(poses, bbox2d, K[:, None], world_to_cam[:, None],
-                               xp.asarray([width, height], poses.dtype))
+  poses = jnp.concatenate([poses[..., :2], jnp.maximum(poses[..., 2:3], MIN_DISTANCE),
+                           poses[..., 3:]], -1)
+  boxes = pose_lib.pose_to_box(poses, batch['bbox2d'], batch['K'][:, None],
+                               batch['world_to_cam'][:, None],
+                               jnp.asarray([width, height], poses.dtype))
   layout = statistics.layout.denormalize(x0['layout'])
   # Sizes must be positive for a box; the sampler may overshoot on rare objects.
-  boxes, layout = (xp.concatenate([b[..., :3], xp.maximum(b[..., 3:6], 1e-2),
-                                   boxes_lib.wrap_angle(b[..., 6:7])], -1)
+  boxes, layout = (jnp.concatenate([b[..., :3], jnp.maximum(b[..., 3:6], 1e-2),
+                                    boxes_lib.wrap_angle(b[..., 6:7])], -1)
                    for b in (boxes, layout))
-  gaussians = gmm.project(statistics.gaussians.denormalize(jnp.asarray(x0['gaussians'],
-                                                                       jnp.float32)))
-  intrinsics = statistics.intrinsics.denormalize(x0['intrinsics'].astype(xp.float32))
-  if not traced:
-    gaussians = np.asarray(gaussians)
+  gaussians = gmm.project(statistics.gaussians.denormalize(x0['gaussians']))
+  intrinsics = statistics.intrinsics.denormalize(x0['intrinsics'])
   return {'boxes': boxes, 'layout': layout, 'gaussians': gaussians, 'intrinsics': intrinsics}

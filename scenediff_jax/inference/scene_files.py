@@ -28,9 +28,15 @@ from scenediff_jax.geometry.boxes import EDGES, box_corners, canonical_to_world
 from scenediff_jax.geometry.camera import scale_intrinsics
 from scenediff_jax.geometry.classes import CLASSES
 from scenediff_jax.inference.atomic_dir import remove_dead_staging
-from scenediff_jax.inference.scene_preview import (LAYOUT_COLOUR, TOP_DOWN_BACKGROUND,
-                                                   _draw_wireframe, _top_down, captioned_row,
-                                                   class_colour, draw_wireframes)
+from scenediff_jax.inference.scene_preview import (
+  LAYOUT_COLOUR,
+  TOP_DOWN_BACKGROUND,
+  _draw_wireframe,
+  _top_down,
+  captioned_row,
+  class_colour,
+  draw_wireframes,
+)
 
 # W (y down, z forward) → glTF (y up, z backward): 180° about x. Its own inverse.
 W_TO_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])

@@ -1,27 +1,23 @@
 """A trained model ready for inference, loaded from a workdir (in process, with flax) or from an
-exported bundle (jax and numpy only): `load(path)` gives the same `InferenceModel` either way.
+exported bundle (jax and numpy only): `load(path)` gives the same `InferenceModel` either way,
+and evaluation, predict, sample and the benchmarks all sample and mesh through it.
 
 The model's inference is three pure functions of arrays (`inference_functions`); the workdir
-path jits them, the bundle path runs their `jax.export`ed serialisation.
+path jits them over the parameters `restore.restore_params` reads, the bundle path runs their
+`jax.export`ed serialisation.
 """
+from collections.abc import Callable
 import dataclasses
-import json
 import os
-from typing import Callable
 
 import jax
-import jax.numpy as jnp
-import ml_collections
+from jax import export
 import numpy as np
 
-from scenediff_jax import compiler
+from scenediff_jax import compiler, diffusion
 from scenediff_jax.geometry import gmm
-from scenediff_jax.inference import bundle
-
-
-class ModelError(ValueError):
-  """The path given as a model is not one (its message says what was expected)."""
-
+from scenediff_jax.inference import bundle, restore
+from scenediff_jax.inference.restore import ModelError
 
 COARSE_RESOLUTION = 16  # first grid of coarse-to-fine meshing
 MESH_ROW_SIZE = 512  # points of one object per row of a meshing decoder call
@@ -29,6 +25,30 @@ MESH_ROW_SIZE = 512  # points of one object per row of a meshing decoder call
 # What one scene's model input holds: batched arrays with these names and dtypes.
 INPUT_DTYPES = {'image': np.uint8, 'K': np.float32, 'world_to_cam': np.float32,
                 'bbox2d': np.float32, 'class': np.int32, 'mask': np.bool_}
+
+
+def model_input(image, K, world_to_cam, bbox2d, classes, max_objects) -> dict:
+  """One scene's model input (no batch dimension): its n ≤ max_objects detections padded to
+  max_objects, every array of its INPUT_DTYPES dtype."""
+  n = len(classes)
+  if n > max_objects:
+    raise ValueError(f'{n} detections, but the model takes at most {max_objects}.')
+  pad = lambda x: np.concatenate([x, np.zeros((max_objects - n, *x.shape[1:]), x.dtype)])
+  one = {'image': image, 'K': K, 'world_to_cam': world_to_cam,
+         'bbox2d': pad(np.asarray(bbox2d, np.float32).reshape(n, 4)),
+         'class': pad(np.asarray(classes, np.int32)), 'mask': np.arange(max_objects) < n}
+  return {k: np.asarray(v, INPUT_DTYPES[k]) for k, v in one.items()}
+
+
+def batch_inputs(inputs) -> dict:
+  """Model inputs of scenes (`model_input`s) as one batch."""
+  return {k: np.stack([one[k] for one in inputs]) for k in INPUT_DTYPES}
+
+
+def sample_seed(seed, k):
+  """The seed of posterior sample k for `seed`. Sample 0 is drawn with the seed itself, so a
+  one-sample prediction with --seed=s is the first of the K samples evaluation draws with s."""
+  return seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
 
 
 @dataclasses.dataclass
@@ -49,17 +69,17 @@ class InferenceModel:
   occupancy: Callable
   source: str  # 'workdir' or 'bundle'
 
-  def object_meshes(self, gaussians, intrinsics, resolution):
-    """Canonical meshes of objects (coarse-to-fine marching cubes, all objects' queries in
-    shared decoder calls), None where a field has no surface. gaussians [m, g, 16],
-    intrinsics [m, g, d]; resolution a multiple of 16 by 2^k."""
+  def object_meshes(self, gaussians, intrinsics, resolution, coarse_resolution=COARSE_RESOLUTION):
+    """Canonical meshes of objects (coarse-to-fine marching cubes from `coarse_resolution`,
+    all objects' queries in shared decoder calls), None where a field has no surface.
+    gaussians [m, g, 16], intrinsics [m, g, d]; resolution = coarse_resolution · 2^k."""
     from scenediff_jax.inference import mesh as mesh_lib
     gaussians, intrinsics = np.asarray(gaussians), np.asarray(intrinsics)
     occupancy_fn = lambda objects, points: self.occupancy(gaussians[objects],
                                                           intrinsics[objects], points)
     # Seeded along the part Gaussians' axes: a thin part away from the rest is still found.
     meshes, _ = mesh_lib.extract_meshes(occupancy_fn, len(gaussians), resolution,
-                                        coarse_resolution=COARSE_RESOLUTION, rows=mesh_rows(),
+                                        coarse_resolution=coarse_resolution, rows=mesh_rows(),
                                         row_size=MESH_ROW_SIZE,
                                         seed_points=list(np.asarray(gmm.axis_points(gaussians))))
     return [mesh if len(mesh.faces) else None for mesh in meshes]
@@ -75,14 +95,12 @@ def inference_functions(config, statistics):
   """The pure functions a bundle exports: (sample_scene, sample_unconditional, occupancy),
   taking the parameters as their first argument (scene params, or shape params)."""
   from scenediff_jax.inference import sampling
-  from scenediff_jax.models.scene_model import make_model
-  from scenediff_jax.models.shape_autoencoder import ShapeAutoencoder
-  from scenediff_jax.training import scene_trainer, shape_trainer
+  from scenediff_jax.models import scene_model, shape_autoencoder
 
-  model, schedule = make_model(config), scene_trainer.make_schedule(config)
+  model, schedule = scene_model.make_model(config), diffusion.make_schedule(config)
   conditional = sampling.scene_sampler(model, schedule, config)
   unconditional = sampling.scene_sampler(model, schedule, config, unconditional=True)
-  shape_model = shape_trainer.make_model(config)
+  shape_model = shape_autoencoder.make_model(config)
 
   def sample_scene(params, inputs, key_data, timesteps, guidance_scale):
     x0 = conditional(params, inputs, jax.random.wrap_key_data(key_data), timesteps,
@@ -98,120 +116,37 @@ def inference_functions(config, statistics):
 
   def occupancy(shape_params, gaussians, intrinsics, queries):
     return shape_model.apply(shape_params, gaussians, intrinsics, queries,
-                             method=ShapeAutoencoder.occupancy)
+                             method=shape_autoencoder.ShapeAutoencoder.occupancy)
 
   return sample_scene, sample_unconditional, occupancy
-
-
-# What a workdir's config.json must hold to rebuild and restore its model.
-CONFIG_SECTIONS = ('shape_model', 'shape_training', 'image_encoder', 'denoiser', 'diffusion',
-                   'training', 'eval')
-
-
-def read_config(workdir):
-  """The config a workdir was trained with (its config.json).
-
-  Args:
-    workdir: the training workdir.
-  Returns:
-    The ml_collections.ConfigDict.
-  Raises:
-    FileNotFoundError: there is no config.json.
-    ModelError: config.json is not a JSON object or has no positive integer max_objects.
-  """
-  path = os.path.join(workdir, 'config.json')
-  with open(path) as f:
-    try:
-      config = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-      raise ModelError(f'{path} is not valid JSON ({error}): {_config_fix(workdir)}') from None
-  if not isinstance(config, dict):
-    raise ModelError(f'{path} is not a JSON object: {_config_fix(workdir)}')
-  n = config.get('max_objects')
-  if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-    raise ModelError(f'{path} has no positive integer "max_objects" (got {json.dumps(n)}): '
-                     f'{_config_fix(workdir)}')
-  missing = [k for k in CONFIG_SECTIONS if not isinstance(config.get(k), dict)]
-  if missing:
-    raise ModelError(f'{path} lacks the section(s) {", ".join(missing)} that rebuild the '
-                     f'model: {_config_fix(workdir)}')
-  return ml_collections.ConfigDict(config)
-
-
-def _config_fix(workdir):
-  """What to do about a damaged config.json: the model cannot be rebuilt without it."""
-  copy = os.path.join(workdir, 'export', 'config.json')  # every bundle holds one
-  if os.path.isfile(copy):
-    return f'restore it (the bundle exported from this workdir holds a copy: {copy}).'
-  return 'restore it from a copy of the workdir, or train again in a new --workdir.'
-
-
-def read_statistics(workdir):
-  from scenediff_jax.training import workdir as workdir_lib
-  try:
-    statistics = workdir_lib.read_statistics(os.path.join(workdir, 'statistics.json'))
-  except workdir_lib.WorkdirError as error:
-    raise ModelError(str(error)) from None
-  if statistics.image_size is None:
-    raise ModelError(f'{workdir}/statistics.json has no image_size (written before it '
-                     'existed): add "image_size": [height, width] of the training images.')
-  return statistics
-
-
-def abstract_batch(config, image_size):
-  """Shapes and dtypes of a one-scene training batch (restoring needs no data)."""
-  n, g = config.max_objects, config.shape_model.num_parts
-  s = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct((1, *shape), dtype)
-  return {'image': s((*image_size, 3), jnp.uint8), 'K': s((3, 3)), 'world_to_cam': s((3, 3)),
-          'bbox2d': s((n, 4)), 'class': s((n,), jnp.int32), 'mask': s((n,), jnp.bool_),
-          'layout': s((7,)), 'pose': s((n, 7)), 'gaussians': s((n, g, 16)),
-          'intrinsics': s((n, g, config.shape_model.intrinsic_size))}
-
-
-def restore_workdir(workdir):
-  """(config, statistics, scene params (EMA when the config says so), shape params)."""
-  from scenediff_jax.training import checkpoints, scene_trainer, sharding, shape_trainer
-
-  try:
-    config = read_config(workdir)
-    statistics = read_statistics(workdir)
-    # The autoencoder the scene model was trained with (statistics.json says which step).
-    _, shape_params = shape_trainer.restore(config, workdir, statistics.shape_step)
-  except FileNotFoundError as error:
-    raise ModelError(f'{workdir} is an incomplete workdir: {error}') from None
-  except checkpoints.CheckpointUnreadable as error:
-    raise ModelError(str(error)) from None
-  if checkpoints.latest_step(f'{workdir}/checkpoints/scene') is None:
-    raise ModelError(f'No scene checkpoint in {workdir}/checkpoints/scene: train it first '
-                     '(python -m scenediff_jax.main --mode=train).')
-  checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints/scene', read_only=True)
-  mesh = sharding.make_mesh()
-  try:
-    with jax.set_mesh(mesh):
-      state = scene_trainer.restore_state(checkpointer, config, scene_trainer.make_model(config),
-                                          abstract_batch(config, statistics.image_size), mesh)
-  except checkpoints.CheckpointUnreadable as error:
-    raise ModelError(str(error)) from None
-  finally:
-    checkpointer.close()
-  params = state.ema_params if config.eval.use_ema else state.params
-  return config, statistics, params, shape_params
 
 
 def is_workdir(path):
   return os.path.isdir(os.path.join(path, 'checkpoints', 'scene'))
 
 
-def locate(path):
-  """Which kind of model a path is.
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+  """Where a model is and the input it takes, read without its parameters."""
+  kind: str  # 'workdir' or 'bundle'
+  directory: str
+  image_size: tuple  # (H, W) the model's images are resized to
+  max_objects: int
+  config: object = None  # a workdir's config and statistics, read once for `load`
+  statistics: object = None
+
+
+def find_model(path) -> ModelSource:
+  """Which kind of model a path is, and its input size (cheaply: `load` checks the rest).
 
   Args:
     path: a training workdir (with checkpoints/scene) or an export bundle (a workdir's
       export/ or the bundle folder itself).
   Returns:
-    ('workdir' | 'bundle', the model's directory).
+    The ModelSource.
   Raises:
-    ModelError: the path is a file, missing, or neither kind of model.
+    ModelError: the path is a file, missing, neither kind of model, or its fields are
+      missing or wrong.
   """
   if os.path.isfile(path):
     folder = os.path.dirname(os.path.abspath(path))
@@ -222,70 +157,94 @@ def locate(path):
     raise ModelError(f'Model path {path} does not exist: give a training workdir or an export '
                      'bundle folder.')
   if is_workdir(path):
-    return 'workdir', path
+    try:
+      config = restore.read_config(path)  # first: it names a damaged config.json
+      statistics = restore.read_statistics(path)
+    except (OSError, KeyError) as error:
+      raise ModelError(f'{path} looks like a model but cannot be read ({error}); export or '
+                       'train it again.') from None
+    return ModelSource('workdir', path, tuple(statistics.image_size), config.max_objects,
+                       config, statistics)
   for candidate in (path, os.path.join(path, 'export')):
     if bundle.is_bundle(candidate):
-      return 'bundle', candidate
+      try:
+        metadata = bundle.read_metadata(candidate, ('image_size', 'max_objects'))
+      except bundle.BundleError as error:
+        raise ModelError(str(error)) from None
+      return ModelSource('bundle', candidate, tuple(metadata['image_size']),
+                         metadata['max_objects'])
   raise ModelError(f'{path} is not a model: expected a training workdir (with '
                    'checkpoints/scene) or an export bundle (with bundle.json, from '
                    'python -m scenediff_jax.main --mode=export).')
 
 
-def input_size(path):
-  """The input size of a model, read cheaply (no parameters: `load` checks those).
+def load(model) -> 'InferenceModel':
+  """The model, ready to sample.
 
   Args:
-    path: a training workdir or export bundle (see `locate`).
-  Returns:
-    (image_size (H, W), max_objects).
-  Raises:
-    ModelError: not a model, or the fields read are missing or wrong.
-  """
-  kind, directory = locate(path)
-  if kind == 'bundle':
-    try:
-      metadata = bundle.read_metadata(directory, ('image_size', 'max_objects'))
-    except bundle.BundleError as error:
-      raise ModelError(str(error)) from None
-    return tuple(metadata['image_size']), metadata['max_objects']
-  try:
-    max_objects = read_config(directory).max_objects  # first: it names a damaged config.json
-    return read_statistics(directory).image_size, max_objects
-  except ModelError:
-    raise
-  except (OSError, ValueError, KeyError) as error:
-    raise ModelError(f'{path} looks like a model but cannot be read ({error}); export or '
-                     'train it again.') from None
-
-
-def load(path) -> InferenceModel:
-  """The model at `path`, ready to sample.
-
-  Args:
-    path: a training workdir or export bundle (see `locate`).
+    model: a path (a training workdir or export bundle, see `find_model`) or a ModelSource.
   Returns:
     The InferenceModel.
   Raises:
     ModelError: not a model, or an incomplete or damaged one (a bundle is checked in full,
       every file against its checksum, before anything runs).
   """
-  kind, directory = locate(path)
-  if kind == 'workdir':
-    return load_workdir(directory)
+  source = model if isinstance(model, ModelSource) else find_model(model)
+  if source.kind == 'workdir':
+    return from_trained(restore.restore_params(source.directory, source.config,
+                                               source.statistics))
   try:
-    return from_bundle(bundle.Bundle(directory, compiler.options()))
+    return from_bundle(bundle.Bundle(source.directory, compiler.options()))
   except bundle.BundleError as error:
     raise ModelError(str(error)) from None
 
 
-def load_workdir(workdir) -> InferenceModel:
-  return from_parameters(*restore_workdir(workdir))
+def from_trained(trained: restore.TrainedParams) -> 'InferenceModel':
+  """The InferenceModel of a workdir's restored parameters."""
+  return from_parameters(trained.config, trained.statistics, trained.scene, trained.shape)
+
+
+def _specs(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+
+
+def export_functions(config, statistics, scene_params, shape_params, platforms):
+  """{name: jax.export.Exported} of bundle.FUNCTIONS for `platforms`, with a symbolic batch
+  dimension, step count and query count: what a bundle holds and what a workdir runs."""
+  sample_scene, sample_unconditional, occupancy = inference_functions(config, statistics)
+  b, s, q = export.symbolic_shape('b, s, q')
+  height, width = statistics.image_size
+  n, g = config.max_objects, config.shape_model.num_parts
+  d = config.shape_model.intrinsic_size
+  spec = lambda shape, dtype=np.float32: jax.ShapeDtypeStruct(shape, dtype)
+  inputs = {'image': spec((b, height, width, 3), np.uint8), 'K': spec((b, 3, 3)),
+            'world_to_cam': spec((b, 3, 3)), 'bbox2d': spec((b, n, 4)),
+            'class': spec((b, n), np.int32), 'mask': spec((b, n), np.bool_)}
+  key = spec((2,), np.uint32)  # threefry key data, jax.random.key_data(jax.random.key(seed))
+  steps = spec((s,), np.int32)
+  scene, shape = _specs(scene_params), _specs(shape_params)
+  run = lambda f, *args: export.export(jax.jit(f), platforms=platforms)(*args)
+  return {
+      'sample_scene': run(sample_scene, scene, inputs, key, steps, spec(())),
+      'sample_unconditional': run(sample_unconditional, scene, spec((b, n), np.bool_), key, steps),
+      'occupancy': run(occupancy, shape, spec((b, g, 16)), spec((b, g, d)), spec((b, q, 3))),
+  }
 
 
 def from_parameters(config, statistics, params, shape_params, source='workdir') -> InferenceModel:
-  """An InferenceModel of parameters in memory (a restored workdir, or fresh ones)."""
+  """An InferenceModel of parameters in memory (a restored workdir, or fresh ones).
+
+  It runs the functions exactly as a bundle exported from them does: `export_functions` for
+  this platform, then their jitted `call`. (Traced with a symbolic batch, XLA's programs
+  differ from plainly jitted ones in the last bit of a few values, and K-sample consensus
+  turns such a bit into another chosen sample: one route keeps evaluation, predict and the
+  bundle bit-equal.)
+  """
+  platforms = bundle.export_platforms(jax.default_backend())
+  exported = export_functions(config, statistics, params, shape_params, platforms)
   sample_scene, sample_unconditional, occupancy = (
-      compiler.jit(f) for f in inference_functions(config, statistics))
+      jax.jit(exported[name].call, compiler_options=compiler.options())
+      for name in bundle.FUNCTIONS)
   key_data = lambda seed: jax.random.key_data(jax.random.key(seed))
   d = config.diffusion
   host = lambda tree: jax.tree.map(np.asarray, tree)
@@ -294,10 +253,10 @@ def from_parameters(config, statistics, params, shape_params, source='workdir') 
       num_timesteps=d.num_timesteps, sampling_steps=d.sampling_steps,
       guidance_scale=d.guidance_scale,
       sample_scene=lambda inputs, seed, steps, guidance: host(sample_scene(
-          params, inputs, key_data(seed), bundle.timesteps(d.num_timesteps, steps),
+          params, inputs, key_data(seed), diffusion.ddim_timesteps(d.num_timesteps, steps),
           np.float32(guidance))),
       sample_unconditional=lambda mask, seed, steps: host(sample_unconditional(
-          params, mask, key_data(seed), bundle.timesteps(d.num_timesteps, steps))),
+          params, mask, key_data(seed), diffusion.ddim_timesteps(d.num_timesteps, steps))),
       occupancy=lambda g, i, q: np.asarray(occupancy(shape_params, g, i, q)),
       source=source)
 
