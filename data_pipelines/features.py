@@ -30,7 +30,8 @@ def scene_features(height: int, width: int, **extra) -> tfds.features.FeaturesDi
   })
 
 
-def shape_features(surface_points: int, occupancy_points: int, **extra) -> tfds.features.FeaturesDict:
+def shape_features(surface_points: int, occupancy_points: int,
+                   **extra) -> tfds.features.FeaturesDict:
   """A canonical shape: surface points and normals, occupancy samples and labels. The first
   half of the occupancy samples is uniform in the grid's box, the second half near the
   surface (training/shape_data.py relies on the order)."""

@@ -42,7 +42,8 @@ _SINGLE_THREADED = {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NU
 def worker_pool(preload=()):
   """Worker processes for generation. forkserver: forking a parent that already runs
   threads (TFDS, jax) can deadlock, and spawning re-imports everything for every pool."""
-  workers = int(os.environ.get('SCENEDIFF_DATA_WORKERS', os.environ.get('SYNTH_ROOMS_WORKERS', os.cpu_count() or 1)))
+  workers = int(os.environ.get('SCENEDIFF_DATA_WORKERS',
+                               os.environ.get('SYNTH_ROOMS_WORKERS', os.cpu_count() or 1)))
   saved = {k: os.environ.get(k) for k in _SINGLE_THREADED}
   os.environ.update(_SINGLE_THREADED)  # inherited by the server and workers started now
   try:

@@ -2,7 +2,6 @@
 compilation cache for every subprocess the tests start."""
 import os
 
-import numpy as np
 import pytest
 
 from data_pipelines.synth_rooms.scene import SceneConfig, generate_scene

@@ -40,7 +40,8 @@ def total3d_camera_to_world(pitch, roll):
 
 
 def object_basis(theta):
-  return np.array([[np.cos(theta), 0, -np.sin(theta)], [0, 1, 0], [np.sin(theta), 0, np.cos(theta)]])
+  return np.array([[np.cos(theta), 0, -np.sin(theta)], [0, 1, 0],
+                   [np.sin(theta), 0, np.cos(theta)]])
 
 
 def total3d_corners(centroid, basis, coeffs):
@@ -235,7 +236,8 @@ def write_pix3d(root, seed=0):
     entries.append({
         'img': img_path, 'category': category, 'img_size': [w, h], '2d_keypoints': [],
         'mask': mask_path, 'img_source': 'self-taken', 'model': model, 'model_raw': None,
-        'model_source': 'self-scanned', '3d_keypoints': model.replace('model.obj', '3d_keypoints.txt'),
+        'model_source': 'self-scanned',
+        '3d_keypoints': model.replace('model.obj', '3d_keypoints.txt'),
         'voxel': model.replace('model.obj', 'voxel.mat'), 'rot_mat': R.tolist(),
         'trans_mat': t.tolist(), 'focal_length': focal, 'cam_position': (-R.T @ t).tolist(),
         'inplane_rotation': 0.0, 'truncated': False, 'occluded': False,

@@ -60,7 +60,8 @@ def test_quick_benchmark_has_every_section_and_every_check_holds(tmp_path):
   for workload in ('aligned', 'far'):
     assert near[workload]['ours_value_and_grad_seconds'] > 0
     # Memory bounded by the tiles, far below the dense distance matrix.
-    assert near[workload]['ours_temp_memory_bytes'] < near[workload]['dense_autodiff_temp_memory_bytes'] / 4
+    assert (near[workload]['ours_temp_memory_bytes']
+            < near[workload]['dense_autodiff_temp_memory_bytes'] / 4)
   step = results['train_step']['smoke']['joint']
   assert step['flops_per_step'] > 0 and 0 < step['mfu'] < 1
   assert results['sampling']['one_scene']['objects'] == 10

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import contact_sheet, registry
-from data_pipelines.synth_rooms import raytrace, shape_bank
 from data_pipelines.synth_rooms import builder as builder_lib
+from data_pipelines.synth_rooms import raytrace, shape_bank
 from data_pipelines.synth_rooms.builder import builder_config
 from data_pipelines.synth_rooms.scene import generate_scene
 from scenediff_jax.geometry import CLASSES

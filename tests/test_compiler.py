@@ -9,7 +9,8 @@ from scenediff_jax import compiler
 
 
 def _conv(x, w):
-  return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def test_this_xla_takes_the_cpu_options():

@@ -4,8 +4,8 @@ import logging
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from scenediff_jax.geometry import camera
 from scenediff_jax.geometry.classes import CLASSES

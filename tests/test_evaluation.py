@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import trimesh
 from scipy.spatial import cKDTree
+import trimesh
 
 from scenediff_jax import evaluation, geometry
 from scenediff_jax.evaluation import report, shape_metrics
@@ -53,7 +53,8 @@ def test_box_iou_known_cases_and_invariances():
   # Yaw ± π describes the same box.
   flipped = b.copy()
   flipped[:, 6] = geometry.wrap_angle(b[:, 6] + np.pi)
-  np.testing.assert_allclose(evaluation.box_iou_3d(a, flipped), evaluation.box_iou_3d(a, b), atol=1e-9)
+  np.testing.assert_allclose(evaluation.box_iou_3d(a, flipped), evaluation.box_iou_3d(a, b),
+                             atol=1e-9)
   # Known answer: a unit cube and the same cube shifted by half its width: 0.5 / 1.5.
   cube = np.array([[0, 0, 0, 1, 1, 1, 0.0]])
   half = np.array([[0.5, 0, 0, 1, 1, 1, 0.0]])
@@ -238,7 +239,8 @@ def _perturbed(gt_scenes, sigma):
   rng = np.random.default_rng(1)
   out = []
   for g in gt_scenes:
-    boxes = g['objects']['box3d'] + rng.normal(0, sigma, g['objects']['box3d'].shape) * [1, 1, 1, 0.3, 0.3, 0.3, 1]
+    noise = rng.normal(0, sigma, g['objects']['box3d'].shape) * [1, 1, 1, 0.3, 0.3, 0.3, 1]
+    boxes = g['objects']['box3d'] + noise
     out.append({'objects': {'class': g['objects']['class'], 'box3d': boxes},
                 'layout': g['layout'] + rng.normal(0, sigma, 7) * [1, 1, 1, 0.3, 0.3, 0.3, 0.1]})
   return out
@@ -246,7 +248,8 @@ def _perturbed(gt_scenes, sigma):
 
 def test_evaluator_on_ground_truth_and_perturbed_ground_truth(scenes, tmp_path):
   gt = [{'objects': r['objects'], 'layout': r['layout'].astype(np.float64)} for r in scenes]
-  perfect = evaluation.evaluate(gt, [{'objects': dict(g['objects']), 'layout': g['layout']} for g in gt])
+  perfect = evaluation.evaluate(gt, [{'objects': dict(g['objects']), 'layout': g['layout']}
+                                    for g in gt])
   assert perfect['ap3d_15'] == pytest.approx(100) and perfect['iou3d_mean'] == pytest.approx(100)
   assert perfect['layout_iou'] == pytest.approx(100)
   assert perfect['l_align'] is None and perfect['shape_cd'] is None
@@ -268,7 +271,8 @@ def test_evaluator_on_ground_truth_and_perturbed_ground_truth(scenes, tmp_path):
 def test_evaluator_alignment_and_shape_metrics_with_known_answers():
   # One object: depth points exactly on the predicted surface give L_align 0; shifted by
   # 0.1 m along x (surface dense enough) give ≈ 0.01 m².
-  surface = np.stack(np.meshgrid(np.linspace(0, 1, 60), np.linspace(0, 1, 60), [0.0]), -1).reshape(-1, 3)
+  grid = np.meshgrid(np.linspace(0, 1, 60), np.linspace(0, 1, 60), [0.0])
+  surface = np.stack(grid, -1).reshape(-1, 3)
   depth = surface[::7] + [0, 0, 0.1]
   mesh = trimesh.creation.box()
   gt = [{'objects': {'class': np.array([1]), 'box3d': BOX[None], 'depth_points': [depth],

@@ -161,8 +161,9 @@ def test_the_ground_truth_mesh_is_the_outer_surface_of_the_union(class_name):
   """The mesh shapes are scored against: watertight, the union's volume (Monte Carlo with
   the renderer's inside test), and no face buried inside a part, unlike the parts' meshes
   together, whose buried faces a reconstruction could never match."""
-  from data_pipelines.synth_rooms import raytrace, shape_bank
   import trimesh
+
+  from data_pipelines.synth_rooms import raytrace, shape_bank
   shape = furniture.make_shape(class_name, np.random.default_rng(3))
   mesh = shape_bank.outer_mesh(shape)
   assert mesh.is_watertight

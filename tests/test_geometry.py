@@ -21,7 +21,8 @@ def test_world_to_cam_is_a_rotation_and_round_trips_pitch_roll():
   pitch = RNG.uniform(-0.6, 0.6, 50)
   roll = RNG.uniform(-0.3, 0.3, 50)
   R = geometry.world_to_cam(pitch, roll)
-  np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+  np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape),
+                             atol=1e-12)
   np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
   p, r = geometry.pitch_roll(R)
   np.testing.assert_allclose(p, pitch, atol=1e-12)
@@ -95,8 +96,8 @@ def test_points_in_box_known_points_at_a_yaw():
   points = np.array([[0, 0, 5.9], [0, 0, 4.1], [0.15, 0, 5], [0.3, 0, 5], [0.9, 0, 5]])
   np.testing.assert_array_equal(geometry.points_in_box(points, box), [1, 1, 1, 0, 0])
   # The canonical +x end lies toward world −z (R_y(θ)·e_x = (cos θ, 0, −sin θ)).
-  np.testing.assert_allclose(geometry.canonical_to_world(np.array([[0.5, 0, 0]]), box)[0], [0, 0, 4],
-                             atol=1e-12)
+  np.testing.assert_allclose(geometry.canonical_to_world(np.array([[0.5, 0, 0]]), box)[0],
+                             [0, 0, 4], atol=1e-12)
 
 
 def test_points_in_box_against_monte_carlo_volume():
@@ -146,7 +147,8 @@ def test_pose_vector_known_answer():
   K = geometry.intrinsics(100.0, 50.0, 50.0)
   R = np.eye(3)
   box = np.array([0.0, 0.0, 2.0, 1, 1, 1, 0.3])
-  bbox2d = np.array([40.0, 50.0, 60.0, 70.0])  # centre (50, 60); the box centre projects to (50, 50)
+  # Centre (50, 60); the box centre projects to (50, 50).
+  bbox2d = np.array([40.0, 50.0, 60.0, 70.0])
   pose = geometry.box_to_pose(box, bbox2d, K, R, np.array([100.0, 200.0]))
   np.testing.assert_allclose(pose, [0.0, -10 / 200, 2.0, 1, 1, 1, 0.3], atol=1e-12)
 

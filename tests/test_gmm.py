@@ -188,12 +188,14 @@ def test_jit_vmap_and_broadcasting():
 
 def test_transform_moves_the_mixture_like_its_points():
   key = jax.random.key(7)
-  params = gmm.project(jax.random.normal(key, (2, 3, 16)) * jnp.array([0.2] * 3 + [1.0] * 9 + [0.01] * 3 + [1.0]))
+  spread = jnp.array([0.2] * 3 + [1.0] * 9 + [0.01] * 3 + [1.0])
+  params = gmm.project(jax.random.normal(key, (2, 3, 16)) * spread)
   params = params.at[..., 12:15].set(jnp.abs(params[..., 12:15]) + 1e-3)
   angle = jnp.array([0.4, -1.1])
   c, s = jnp.cos(angle), jnp.sin(angle)
   z, o = jnp.zeros(2), jnp.ones(2)
-  rotation = jnp.stack([jnp.stack([c, z, s], -1), jnp.stack([z, o, z], -1), jnp.stack([-s, z, c], -1)], -2)
+  rotation = jnp.stack([jnp.stack([c, z, s], -1), jnp.stack([z, o, z], -1),
+                        jnp.stack([-s, z, c], -1)], -2)
   scale, shift = jnp.array([0.8, 1.2]), jnp.array([[0.1, -0.2, 0.3], [0.0, 0.05, -0.3]])
   moved = gmm.transform(params, rotation, scale, shift)
   # Samples of the moved mixture = moved samples of the original (same noise).

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from scenediff_jax.geometry import camera as camera_lib
-from scenediff_jax.models.image_encoder import (ImageEncoder, ResNet, box_encoding, camera_encoding,
-                                                feature_stride, max_pool_3x3_stride_2, num_groups,
-                                                roi_align)
+from scenediff_jax.models.image_encoder import (
+  ImageEncoder,
+  ResNet,
+  box_encoding,
+  camera_encoding,
+  feature_stride,
+  max_pool_3x3_stride_2,
+  num_groups,
+  roi_align,
+)
 
 TINY = dict(resnet_depth=18, base_width=8, num_stages=2, roi_size=4, roi_channels=8,
             feature_width=16, condition_size=16, box_frequencies=4)
@@ -23,7 +30,8 @@ def _inputs(seed=0):
   bbox2d = np.array([[[4, 6, 30, 40], [35, 2, 60, 20], [10, 30, 50, 45], [0, 0, 0, 0]],
                      [[0, 0, 63, 47], [20, 10, 28, 18], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)
   classes = np.array([[1, 3, 8, 0], [0, 9, 0, 0]], np.int32)  # padded objects: class 0
-  K = np.stack([camera_lib.intrinsics(50.0, (WIDTH - 1) / 2, (HEIGHT - 1) / 2)] * 2).astype(np.float32)
+  K = np.stack([camera_lib.intrinsics(50.0, (WIDTH - 1) / 2, (HEIGHT - 1) / 2)] * 2
+               ).astype(np.float32)
   world_to_cam = np.stack([camera_lib.world_to_cam(0.2, 0.05),
                            camera_lib.world_to_cam(0.4, -0.03)]).astype(np.float32)
   return image, K, world_to_cam, bbox2d, classes
@@ -124,7 +132,8 @@ def test_group_counts_and_backbone_stride():
   assert [num_groups(c) for c in (8, 24, 64, 256, 48, 40)] == [8, 24, 32, 32, 24, 20]
   image = jnp.zeros((1, HEIGHT, WIDTH, 3), jnp.uint8)
   for depth, stages, channels in [(18, 1, 8), (18, 2, 16), (50, 2, 64), (34, 3, 32)]:
-    out, _ = jax.eval_shape(lambda: ResNet(depth, 8, stages).init_with_output(jax.random.key(0), image))
+    out, _ = jax.eval_shape(
+        lambda: ResNet(depth, 8, stages).init_with_output(jax.random.key(0), image))
     s = feature_stride(stages)
     assert out.shape == (1, HEIGHT // s, WIDTH // s, channels), (depth, stages)
 
@@ -155,7 +164,8 @@ def test_objects_are_independent_and_see_their_own_pixels(tiny):
   image_b = image.copy()
   image_b[1] = 255 - image_b[1]
   y_b = apply(params, image_b, K, world_to_cam[::-1], bbox_b, classes_b)
-  np.testing.assert_allclose(y_b[0, 1 + np.array([0, 1, 3])], y[0, 1 + np.array([0, 1, 3])], atol=1e-6)
+  same = 1 + np.array([0, 1, 3])
+  np.testing.assert_allclose(y_b[0, same], y[0, same], atol=1e-6)
   assert not np.allclose(y_b[0, 1 + 2], y[0, 1 + 2], atol=1e-4)
   assert not np.allclose(y_b[1, 1:], y[1, 1:], atol=1e-4)
   # ...but the pixels inside an object's own box do.
@@ -230,7 +240,8 @@ def test_drop_gives_the_null_condition(tiny):
   np.testing.assert_allclose(y_drop[1], y[1], atol=1e-6)
   assert not np.allclose(y[0], y_drop[0], atol=1e-4)
   null_batch = model.apply(params, 2, 4, method=ImageEncoder.null)
-  np.testing.assert_array_equal(null_batch, np.broadcast_to(null, (2, 1 + 4, TINY['condition_size'])))
+  np.testing.assert_array_equal(null_batch,
+                                np.broadcast_to(null, (2, 1 + 4, TINY['condition_size'])))
   np.testing.assert_array_equal(apply(params, *inputs, drop=jnp.array([False, False])), y)
 
 
@@ -249,7 +260,8 @@ def test_condition_encodes_box_position_and_class(tiny):
   params = {'params': {**params['params'],
                        'roi_head': jax.tree.map(jnp.zeros_like, params['params']['roi_head'])}}
   image, K, world_to_cam, _, _ = _inputs()
-  bbox2d = np.array([[[4, 6, 30, 40], [8, 6, 34, 40], [4, 6, 30, 40], [4, 6, 30, 40]]] * 2, np.float32)
+  bbox2d = np.array([[[4, 6, 30, 40], [8, 6, 34, 40], [4, 6, 30, 40], [4, 6, 30, 40]]] * 2,
+                    np.float32)
   classes = np.array([[2, 2, 2, 7]] * 2, np.int32)
   y = apply(params, image, K, world_to_cam, bbox2d, classes)[:, 1:]
   np.testing.assert_allclose(y[0, 0], y[0, 2], atol=1e-6)  # same box and class

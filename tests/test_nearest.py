@@ -24,7 +24,8 @@ def test_matches_kdtree_and_index_agrees():
   for b in range(2):
     dist, idx = cKDTree(p[b]).query(q[b])
     np.testing.assert_allclose(d2[b], dist ** 2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.sum((q[b] - p[b][index[b]]) ** 2, -1), dist ** 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.sum((q[b] - p[b][index[b]]) ** 2, -1), dist ** 2, rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_tiling_does_not_change_the_answer():
@@ -47,7 +48,8 @@ def test_broadcasting_and_point_mask():
 def test_gradient_equals_dense_autodiff_and_pulls_points_together():
   q, p = _clouds(batch=(2,), m=200, n=300)
   loss = lambda q, p: jnp.mean(nearest_sq_dist(q, p, query_tile=64, point_tile=128))
-  dense = lambda q, p: jnp.mean(jnp.min(jnp.sum((q[..., :, None, :] - p[..., None, :, :]) ** 2, -1), -1))
+  dense = lambda q, p: jnp.mean(
+      jnp.min(jnp.sum((q[..., :, None, :] - p[..., None, :, :]) ** 2, -1), -1))
   gq, gp = jax.jit(jax.grad(loss, argnums=(0, 1)))(q, p)
   rq, rp = jax.grad(dense, argnums=(0, 1))(q, p)
   np.testing.assert_allclose(gq, rq, atol=1e-6)

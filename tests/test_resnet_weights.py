@@ -114,6 +114,7 @@ def test_converted_weights_reproduce_torchvisions_forward_pass(depth, num_stages
 
 def test_npz_round_trip_and_loading_into_the_scene_model(tmp_path):
   import jax
+
   from configs import synthetic
   from scenediff_jax.benchmark.train_step import random_batch
   from scenediff_jax.models.scene_model import make_model

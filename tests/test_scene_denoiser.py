@@ -97,14 +97,16 @@ def test_padding_never_changes_real_elements(isa):
   garbage, _, garbage_condition = make_inputs(6, N + 3)
   big = {k: noisy[k] if k == 'layout' else
          jnp.where(np.pad(MASK, ((0, 0), (0, 3))).reshape(B, N + 3, *[1] * (noisy[k].ndim - 2)),
-                   jnp.pad(noisy[k], [(0, 0), (0, 3)] + [(0, 0)] * (noisy[k].ndim - 2)), 100 * garbage[k])
+                   jnp.pad(noisy[k], [(0, 0), (0, 3)] + [(0, 0)] * (noisy[k].ndim - 2)),
+                   100 * garbage[k])
          for k in KEYS}
   big_condition = jnp.where(np.pad(MASK, ((0, 0), (1, 3)), constant_values=True)[..., None],
                             jnp.pad(condition, ((0, 0), (0, 3), (0, 0))), 100 * garbage_condition)
   out = apply(params, big, t, big_condition, np.pad(MASK, ((0, 0), (0, 3))))
   np.testing.assert_allclose(out['layout'], ref['layout'], atol=1e-5)
   for key in KEYS[1:]:
-    np.testing.assert_allclose(np.asarray(out[key])[:, :N][MASK], np.asarray(ref[key])[MASK], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out[key])[:, :N][MASK], np.asarray(ref[key])[MASK],
+                               atol=1e-5)
     assert np.all(np.asarray(out[key])[:, N:] == 0)
 
 

@@ -46,8 +46,8 @@ def test_parts_are_valid_gaussians(tiny):
   gaussians, intrinsics = model.apply(params, points, method=ShapeAutoencoder.encode)
   assert gaussians.shape == (3, 4, gmm.GAUSSIAN_SIZE) and intrinsics.shape == (3, 4, 8)
   mean, basis, variances, _ = gmm.split(gaussians)
-  np.testing.assert_allclose(basis @ jnp.swapaxes(basis, -1, -2), np.broadcast_to(np.eye(3), basis.shape),
-                             atol=1e-5)
+  np.testing.assert_allclose(basis @ jnp.swapaxes(basis, -1, -2),
+                             np.broadcast_to(np.eye(3), basis.shape), atol=1e-5)
   np.testing.assert_allclose(jnp.linalg.det(basis), 1.0, atol=1e-5)
   assert np.all(variances > 0) and np.all(np.abs(mean) <= 0.5)
   np.testing.assert_allclose(gmm.project(gaussians), gaussians, atol=1e-6)
@@ -181,7 +181,8 @@ def test_tiny_model_overfits_a_handful_of_shapes(overfitted):
 def test_coarse_to_fine_matches_dense_on_a_trained_model(overfitted):
   model, params, _, _, batch = overfitted
   g, i = model.apply(params, batch['surface'][:1], method=ShapeAutoencoder.encode)
-  decode = jax.jit(lambda q: model.apply(params, g, i, q[None], method=ShapeAutoencoder.occupancy)[0])
+  decode = jax.jit(
+      lambda q: model.apply(params, g, i, q[None], method=ShapeAutoencoder.occupancy)[0])
   dense, dense_stats = mesh_lib.extract_mesh_dense(decode, resolution=64, batch_size=32768)
   fast, fast_stats = mesh_lib.extract_mesh(decode, resolution=64, coarse_resolution=16,
                                            batch_size=32768)
@@ -207,7 +208,8 @@ def test_train_shape_mode_trains_resumes_and_evaluates(tmp_path):
                                       timeout=900)
   first = run()
   assert first.returncode == 0, first.stderr[-3000:]
-  logs = [json.loads(l) for l in (tmp_path / 'work' / 'logs' / 'shape_metrics.jsonl').read_text().splitlines()]
+  log_file = tmp_path / 'work' / 'logs' / 'shape_metrics.jsonl'
+  logs = [json.loads(l) for l in log_file.read_text().splitlines()]
   assert [l['step'] for l in logs] == [5, 10, 15, 20]
   assert all(np.isfinite(l['loss']) for l in logs)
   metrics = json.loads((tmp_path / 'work' / 'eval_shape' / 'metrics.json').read_text())
@@ -216,6 +218,7 @@ def test_train_shape_mode_trains_resumes_and_evaluates(tmp_path):
   # A longer budget resumes from the last checkpoint instead of starting over.
   second = run('--config.shape_training.steps=30')
   assert second.returncode == 0, second.stderr[-3000:]
-  logs = [json.loads(l) for l in (tmp_path / 'work' / 'logs' / 'shape_metrics.jsonl').read_text().splitlines()]
+  log_file = tmp_path / 'work' / 'logs' / 'shape_metrics.jsonl'
+  logs = [json.loads(l) for l in log_file.read_text().splitlines()]
   assert [l['step'] for l in logs][-2:] == [25, 30]
   assert sorted(os.listdir(tmp_path / 'work' / 'checkpoints' / 'shape'))[-1] == '30'

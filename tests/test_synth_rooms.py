@@ -53,14 +53,16 @@ def test_bbox2d_inside_image_and_inside_projected_box(scenes, scene_config):
       uv, z = geometry.project(geometry.box_corners(box.astype(np.float64)), K, R)
       if np.all(z > 0):
         lo, hi = uv.min(0), uv.max(0)
-        assert lo[0] - 1e-3 <= x1 and x2 <= hi[0] + 1e-3 and lo[1] - 1e-3 <= y1 and y2 <= hi[1] + 1e-3
+        assert lo[0] - 1e-3 <= x1 and x2 <= hi[0] + 1e-3
+        assert lo[1] - 1e-3 <= y1 and y2 <= hi[1] + 1e-3
 
 
 def test_pose_vectors_round_trip_on_records(scenes, scene_config):
   size = np.array([scene_config.width, scene_config.height], np.float64)
   for r in scenes:
     K, R = r['K'].astype(np.float64), r['world_to_cam'].astype(np.float64)
-    boxes, bbox2d = r['objects']['box3d'].astype(np.float64), r['objects']['bbox2d'].astype(np.float64)
+    boxes = r['objects']['box3d'].astype(np.float64)
+    bbox2d = r['objects']['bbox2d'].astype(np.float64)
     pose = geometry.box_to_pose(boxes, bbox2d, K, R, size)
     np.testing.assert_allclose(geometry.pose_to_box(pose, bbox2d, K, R, size), boxes, atol=1e-5)
 
@@ -144,7 +146,8 @@ def test_chairs_at_tables_and_desks_face_them():
         continue
       target = room.objects[o.faces]
       assert o.class_index == room_layout.CLASS_INDEX['chair']
-      assert target.class_index in (room_layout.CLASS_INDEX['table'], room_layout.CLASS_INDEX['desk'])
+      assert target.class_index in (room_layout.CLASS_INDEX['table'],
+                                    room_layout.CLASS_INDEX['desk'])
       front = np.array([-np.sin(o.box[6]), -np.cos(o.box[6])])
       to_target = target.box[[0, 2]] - o.box[[0, 2]]
       assert front @ to_target / np.linalg.norm(to_target) > 0.5

@@ -233,7 +233,8 @@ class Pix3d(_Pix3dBuilder):
 class Pix3dShapes(_Pix3dBuilder):
   """Pix3D's models in the canonical frame: surface points, normals, occupancy samples."""
 
-  BUILDER_CONFIGS = [Pix3dConfig(name='default', description='4096 surface / 8192 occupancy samples.')]
+  BUILDER_CONFIGS = [Pix3dConfig(name='default',
+                                 description='4096 surface / 8192 occupancy samples.')]
 
   def _features(self, c):
     return features.shape_features(c.surface_points, c.occupancy_points)

@@ -14,7 +14,8 @@ seen from the camera, which fixes pitch and roll; what remains is a rotation abo
 """
 import numpy as np
 
-from scenediff_jax.geometry import boxes as boxes_lib, camera
+from scenediff_jax.geometry import boxes as boxes_lib
+from scenediff_jax.geometry import camera
 from scenediff_jax.geometry.classes import CLASSES
 
 PIX3D_CATEGORIES = ('bed', 'bookcase', 'chair', 'desk', 'misc', 'sofa', 'table', 'tool',

@@ -98,8 +98,8 @@ class SynthShapes(tfds.core.ShardBasedBuilder):
   def _shard_iterators_per_split(self, dl_manager):
     del dl_manager
     c = self.builder_config
-    return {split: _sharded(functools.partial(_shape_example, c), c.scene.bank().all_ids(split).tolist(),
-                            f'synth_shapes {split}')
+    return {split: _sharded(functools.partial(_shape_example, c),
+                            c.scene.bank().all_ids(split).tolist(), f'synth_shapes {split}')
             for split in shape_bank.SPLITS}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from data_pipelines.synth_rooms.parts import Part, box, cylinder, ellipsoid, normalize_to_unit_box
 from scenediff_jax.geometry.classes import CLASSES
+
 FRONT_T = 0.018  # how far drawer and door fronts stand proud of a carcass face
 
 

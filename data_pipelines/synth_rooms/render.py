@@ -35,7 +35,8 @@ def random_material(rng, class_index, n_parts) -> Material:
 
 def _pattern(material, p):
   if material.pattern == 1:
-    return 1 + 0.1 * np.sin(material.frequency * (p[:, 0] + 0.15 * np.sin(9 * p[:, 2] + 5 * p[:, 1])))
+    return 1 + 0.1 * np.sin(material.frequency
+                            * (p[:, 0] + 0.15 * np.sin(9 * p[:, 2] + 5 * p[:, 1])))
   if material.pattern == 2:
     s = np.sin(material.frequency * p[:, 0]) * np.sin(material.frequency * p[:, 1]) * np.sin(
         material.frequency * p[:, 2])
@@ -137,7 +138,8 @@ class RoomMaterial:
 
 def random_room_material(rng) -> RoomMaterial:
   wall = rng.uniform(0.65, 0.95) * np.clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2)
-  floor = np.array([0.55, 0.42, 0.3]) * rng.uniform(0.6, 1.3) * np.clip(1 + rng.normal(0, 0.1, 3), 0.7, 1.3)
+  floor = (np.array([0.55, 0.42, 0.3]) * rng.uniform(0.6, 1.3)
+           * np.clip(1 + rng.normal(0, 0.1, 3), 0.7, 1.3))
   return RoomMaterial(np.clip(wall, 0, 1), np.clip(floor, 0, 1), np.full(3, 0.92),
                       float(rng.uniform(0.03, 0.08)))
 

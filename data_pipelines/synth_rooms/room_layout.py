@@ -93,7 +93,8 @@ class Furnisher:
     for shape_id in self.rng.permutation(self.bank.ids(self.split, CLASS_INDEX[class_name])):
       shape = self.bank.shape(int(shape_id))
       size = shape.size * (jitter[[0, 1, 0]] if shape.round_footprint else jitter)
-      if (max_height is None or size[1] <= max_height) and (min_height is None or size[1] >= min_height):
+      if ((max_height is None or size[1] <= max_height)
+          and (min_height is None or size[1] >= min_height)):
         return int(shape_id), size
     return None, None
 
@@ -107,7 +108,8 @@ class Furnisher:
       return None
     half_w, half_d = self.size[0] / 2, self.size[2] / 2
     corners = footprint(box)
-    if np.any(np.abs(corners[:, 0]) > half_w + 1e-9) or np.any(np.abs(corners[:, 1]) > half_d + 1e-9):
+    if (np.any(np.abs(corners[:, 0]) > half_w + 1e-9)
+        or np.any(np.abs(corners[:, 1]) > half_d + 1e-9)):
       return None
     if box[1] - box[4] / 2 < -self.size[1]:
       return None

@@ -45,6 +45,7 @@ def _as_stored(record):
   out['scene_id'] = np.int32(out['scene_id'])
   o = record['objects']
   out['objects'] = {'class': o['class'].astype(np.int32), 'bbox2d': o['bbox2d'].astype(np.float32),
-                    'box3d': o['box3d'].astype(np.float32), 'shape_id': o['shape_id'].astype(np.int32),
+                    'box3d': o['box3d'].astype(np.float32),
+                    'shape_id': o['shape_id'].astype(np.int32),
                     'visible_pixels': o['visible_pixels'].astype(np.int32)}
   return out

@@ -24,7 +24,8 @@ def workloads(objects, depth_points, predicted, gaussians=16, seed=0):
   predicted_points = cluster(predicted // gaussians).astype(np.float32)
   return {
       'aligned': ((cluster(depth_points // gaussians) + 0.03).astype(np.float32), predicted_points),
-      'far': (rng.uniform(-0.5, 0.5, (objects, depth_points, 3)).astype(np.float32), predicted_points),
+      'far': (rng.uniform(-0.5, 0.5, (objects, depth_points, 3)).astype(np.float32),
+              predicted_points),
   }
 
 

@@ -1,7 +1,7 @@
 """Timing helpers shared by the benchmark sections: medians after a warm-up, compile time
 apart, and the machine's own matrix-product peak as the yardstick for utilisation."""
-import platform
 import os
+import platform
 import statistics
 import time
 

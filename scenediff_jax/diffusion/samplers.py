@@ -2,8 +2,9 @@
 
 `denoise_fn(x_t, t) -> output` is the model as a closure: x_t a pytree whose leaves have the
 batch B as leading dimension, t int32 [B], output a pytree like x_t holding what the model
-predicts (`prediction`: 'eps', the default, 'x0' or 'v'; diffusion/parametrization.py). A `template` is a pytree of
-arrays or jax.ShapeDtypeStructs giving the shapes and dtypes of the state.
+predicts (`prediction`: 'eps', the default, 'x0' or 'v'; diffusion/parametrization.py). A
+`template` is a pytree of arrays or jax.ShapeDtypeStructs giving the shapes and dtypes of the
+state.
 
 Randomness follows one scheme in both samplers, so that DDIM with every timestep and η = 1
 reproduces DDPM draw for draw: the key is split into (initial noise, steps), the step key

@@ -93,7 +93,8 @@ def cosine_schedule(num_timesteps=1000):
   """ᾱ(τ) = cos²(π/2 · (τ/T + s)/(1 + s)) / cos²(π/2 · s/(1 + s)), with x_t at index t
   noised for t + 1 steps (ᾱ_t = ᾱ(t + 1)); β clipped at MAX_BETA."""
   _check_length(num_timesteps)
-  f = lambda tau: np.cos(np.pi / 2 * (tau / num_timesteps + COSINE_OFFSET) / (1 + COSINE_OFFSET)) ** 2
+  f = lambda tau: np.cos(np.pi / 2 * (tau / num_timesteps + COSINE_OFFSET)
+                         / (1 + COSINE_OFFSET)) ** 2
   tau = np.arange(num_timesteps + 1, dtype=np.float64)
   alphas_cumprod = f(tau) / f(0.0)
   betas = np.clip(1.0 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0.0, MAX_BETA)
@@ -112,7 +113,8 @@ def make_schedule(config) -> NoiseSchedule:
     return linear_schedule(d.num_timesteps, d.beta_start, d.beta_end)
   if name == 'cosine':
     return cosine_schedule(d.num_timesteps)
-  raise ValueError(f"config.diffusion.schedule must be one of {', '.join(SCHEDULES)}, not {name!r}.")
+  raise ValueError(f"config.diffusion.schedule must be one of {', '.join(SCHEDULES)}, "
+                   f'not {name!r}.')
 
 
 def _check_length(num_timesteps):

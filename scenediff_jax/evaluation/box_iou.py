@@ -60,7 +60,8 @@ def footprint_intersection_area(pa, pb):
   valid = np.concatenate([_inside(pa, pb), _inside(pb, pa), crossing_ok], 1)
   count = valid.sum(1)
   center = np.sum(candidates * valid[..., None], 1) / np.maximum(count, 1)[:, None]
-  angle = np.arctan2(candidates[..., 1] - center[:, None, 1], candidates[..., 0] - center[:, None, 0])
+  angle = np.arctan2(candidates[..., 1] - center[:, None, 1],
+                     candidates[..., 0] - center[:, None, 0])
   angle = np.where(valid, angle, np.inf)       # invalid candidates sort last ...
   order = np.argsort(angle, 1)
   hull = np.take_along_axis(candidates, order[..., None], 1)
@@ -74,7 +75,8 @@ def box_iou_3d(a, b):
   """IoU [N] of the aligned pairs of boxes a, b [N, 7] ([cx, cy, cz, w, h, d, yaw])."""
   a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
   if a.shape != b.shape or a.shape[-1] != 7:
-    raise ValueError(f'box_iou_3d needs two [N, 7] arrays of equal shape, got {a.shape}, {b.shape}.')
+    raise ValueError(f'box_iou_3d needs two [N, 7] arrays of equal shape, got {a.shape}, '
+                     f'{b.shape}.')
   if len(a) == 0:
     return np.zeros(0)
   area = footprint_intersection_area(footprints(a), footprints(b))

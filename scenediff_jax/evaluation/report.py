@@ -76,7 +76,8 @@ def markdown(metrics: dict, title: str = 'Evaluation', baselines: dict = None) -
   lines.append('| paper (published, real data) | ' + ' | '.join(_fmt(v) for v in PAPER_PER_CLASS_AP)
                + ' | 58.18 |')
   lines += ['', '## Per class', '',
-            '| class | objects | AP3D@15 | IoU3D | CD (×10³) | F-score |', '|---|---|---|---|---|---|']
+            '| class | objects | AP3D@15 | IoU3D | CD (×10³) | F-score |',
+            '|---|---|---|---|---|---|']
   for c in AP_CLASSES:
     m = per_class[c]
     lines.append(f'| {c} | {m["num_objects"]} | {_fmt(m["ap3d_15"])} | {_fmt(m["iou3d_mean"])} | '
