@@ -24,6 +24,7 @@ from absl import logging
 import jax
 import numpy as np
 import tqdm
+import trimesh
 
 from data_pipelines import registry
 from scenediff_jax import diffusion
@@ -135,7 +136,8 @@ def evaluate(config, workdir, stages: pipeline.Stages = None) -> dict:
                                      decoded['intrinsics'][b, with_shape], e.mesh_resolution,
                                      e.coarse_resolution)
         for k, mesh in zip(with_shape, meshes):
-          pred_meshes[k] = mesh
+          # A field without a surface still counts: its empty mesh scores F-score 0.
+          pred_meshes[k] = trimesh.Trimesh() if mesh is None else mesh
           gt_meshes[k] = true_mesh(int(truth['objects']['shape_id'][k]))
       meshes_left -= len(with_shape)
       truth['objects']['mesh'] = gt_meshes
@@ -149,7 +151,8 @@ def evaluate(config, workdir, stages: pipeline.Stages = None) -> dict:
                               'layout': samples[0]['layout'][b]})
       if len(previews) < e.num_previews:
         shown = [boxes_lib.canonical_to_world(np.asarray(m.vertices), boxes[k])
-                 if m is not None else surface[k] for k, m in enumerate(pred_meshes)]
+                 if m is not None and len(m.faces) else surface[k]
+                 for k, m in enumerate(pred_meshes)]
         previews.append(scene_preview.scene_preview(
             record['image'], record['K'], record['world_to_cam'], record['objects']['box3d'],
             record['objects']['class'], boxes, truth['objects']['class'], shown,
