@@ -133,10 +133,10 @@ def restore_params(workdir, config=None, statistics=None, use_ema=None) -> Train
   except FileNotFoundError as error:
     raise ModelError(f'{workdir} is an incomplete workdir: {error}') from None
   scene_dir, shape_dir = (os.path.join(workdir, 'checkpoints', name) for name in ('scene', 'shape'))
-  for directory, how in ((scene_dir, '--mode=train'), (shape_dir, '--mode=train')):
+  for directory in (scene_dir, shape_dir):
     if checkpoints.latest_step(directory) is None:
       raise ModelError(f'No checkpoint in {directory}: train it first (python -m '
-                       f'scenediff_jax.main {how}).')
+                       'scenediff_jax.main --mode=train).')
   use_ema = config.eval.use_ema if use_ema is None else use_ema
   which = 'ema_params' if use_ema else 'params'
   scene = _restore(scene_dir, {which: _on_one_device(scene_model.abstract_params(
