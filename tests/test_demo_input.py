@@ -97,9 +97,12 @@ def test_world_to_cam_given_or_level(tmp_path, caplog):
   d = di.read_demo_input(folder, SIZE, max_objects=8, pitch=0.2, roll=-0.05)
   np.testing.assert_allclose(d.world_to_cam, camera.world_to_cam(0.2, -0.05), atol=1e-6)
   assert not any('not given' in n for n in d.notes)
+  assert d.camera['pitch_roll_source'] == 'given (--pitch, --roll)'
   with caplog.at_level(logging.INFO, logger='absl'):
-    d = di.read_demo_input(folder, SIZE, max_objects=8)
+    d = di.read_demo_input(folder, SIZE, max_objects=8, camera_mode='level')
   np.testing.assert_allclose(d.world_to_cam, np.eye(3), atol=1e-7)
+  assert d.camera['pitch_roll_source'] == 'level (--camera=level)'
+  assert d.camera['K_source'] == 'cam_K.txt'
   note = 'camera pitch/roll not given: assuming 0 (level camera); pass --pitch/--roll'
   assert sum(note in n for n in d.notes) == 1
   assert sum(note in r.getMessage() for r in caplog.records) == 1
@@ -147,7 +150,6 @@ def _box(bbox, **kw):
 
 ERRORS = {
     'no image': ('img', _write('img.jpg', None)),
-    'no cam_K': ('cam_K.txt', _write('cam_K.txt', None)),
     'no detections': ('detections.json', _write('detections.json', None)),
     'not an image': ('img.jpg', _write('img.jpg', b'not an image at all')),
     'truncated image': ('img.jpg', _truncate_image),

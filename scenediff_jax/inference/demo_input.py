@@ -2,9 +2,16 @@
 
 A demo folder holds
   img.jpg          the RGB image (img.jpeg, img.png or any single img.* Pillow reads also do);
-  cam_K.txt        the 3×3 intrinsics, three rows of whitespace-separated numbers, pixels;
   detections.json  a JSON list of {"bbox": [x1, y1, x2, y2], "class": NYU-40 name,
-                   optional "score" (default 1.0), optional "mask" (ignored)}.
+                   optional "score" (default 1.0), optional "mask" (ignored)};
+  cam_K.txt        optional: the 3×3 intrinsics, three rows of whitespace-separated numbers,
+                   pixels. Without it K comes from the photo's EXIF or a default field of view
+                   (inference/intrinsics.py), with one warning saying which.
+
+The camera's pitch and roll come from --pitch/--roll when given; otherwise, with camera
+'auto', they are estimated from the image (inference/gravity.py) and a level camera is
+assumed, with a warning, when the estimate is not reliable; with camera 'level' they are 0.
+`DemoInput.camera` says where K, pitch and roll came from (predict writes it to boxes.json).
 
 Pixel convention (DESIGN.md, OpenCV): pixel centres sit at integer coordinates, and a box
 [x1, y1, x2, y2] passes through the centres of its extreme pixels (as SynthRooms' bbox2d
@@ -57,12 +64,15 @@ from PIL import Image
 
 from scenediff_jax.geometry import camera
 from scenediff_jax.geometry.classes import CLASSES
+from scenediff_jax.inference import gravity, intrinsics
 
 IMAGE_NAMES = ('img.jpg', 'img.jpeg', 'img.png')  # preferred, in this order
 K_NAME = 'cam_K.txt'
 DETECTIONS_NAME = 'detections.json'
-FOLDER_CONTENTS = ('a demo folder holds img.jpg (or img.png), cam_K.txt (3×3 intrinsics) and '
-                   'detections.json (a list of {"bbox": [x1, y1, x2, y2], "class": NYU-40 name})')
+FOLDER_CONTENTS = ('a demo folder holds img.jpg (or img.png), detections.json (a list of '
+                   '{"bbox": [x1, y1, x2, y2], "class": NYU-40 name}) and optionally cam_K.txt '
+                   '(3×3 intrinsics)')
+CAMERA_MODES = ('auto', 'level')  # pitch and roll not given: estimated from the image, or 0
 
 NYU40_TO_CLASS = {
     'bed': 'bed',
@@ -104,6 +114,7 @@ class DemoInput:
   original_K: np.ndarray       # float32 [3, 3] as read
   original_bbox2d: np.ndarray  # float32 [n, 4] after clipping, in original pixels
   notes: list                  # human-readable notes/warnings that were also logged
+  camera: dict = dataclasses.field(default_factory=dict)  # where K, pitch and roll came from
 
 
 def normalize_class_name(name):
@@ -112,9 +123,9 @@ def normalize_class_name(name):
 
 
 def is_demo_folder(path) -> bool:
-  """True when path holds detections.json and cam_K.txt (the image is checked on reading)."""
+  """True when path holds detections.json and an img.* file (both are checked on reading)."""
   return (os.path.isfile(os.path.join(path, DETECTIONS_NAME)) and
-          os.path.isfile(os.path.join(path, K_NAME)))
+          any(f.lower().startswith('img.') for f in os.listdir(path)))
 
 
 def find_inputs(path) -> list:
@@ -283,16 +294,60 @@ def _read_detections(path):
   return np.array(boxes, np.float64).reshape(-1, 4), names, np.array(scores, np.float64)
 
 
-def _world_to_cam(folder, pitch, roll, notes):
+def _finite_angles(folder, pitch, roll):
+  for name, value in (('pitch', pitch), ('roll', roll)):
+    if value is not None and not math.isfinite(value):
+      raise InputError(f'{folder}: camera {name} {value} (--{name}) is not finite; pass an '
+                       'angle in radians')
+
+
+def _world_to_cam(folder, image, K, pitch, roll, camera_mode, notes):
+  """(R_wc, the record of where pitch and roll came from)."""
+  _finite_angles(folder, pitch, roll)
   missing = [n for n, v in (('pitch', pitch), ('roll', roll)) if v is None]
-  if missing:
+  record = {}
+  if missing and camera_mode == 'auto':
+    estimate = gravity.estimate_gravity(image, K)
+    record = {'confidence': round(estimate.confidence, 4),
+              'vertical_lines': estimate.vertical_lines}
+    if estimate.reliable:
+      source = 'estimated from the image'
+      _note(notes, f'{folder}: camera pitch {math.degrees(estimate.pitch):.1f}°, roll '
+                   f'{math.degrees(estimate.roll):.1f}° estimated from the image (confidence '
+                   f'{estimate.confidence:.2f}, {estimate.vertical_lines} vertical edges)',
+            warning=False)
+      pitch = estimate.pitch if pitch is None else pitch
+      roll = estimate.roll if roll is None else roll
+    else:
+      source = f'level: the estimate from the image was not reliable ({estimate.reason})'
+      _note(notes, f'{folder}: could not estimate the camera\'s pitch and roll from the image '
+                   f'({estimate.reason}); assuming a level camera; pass '
+                   f'{"/".join("--" + n for n in missing)} if you know them')
+  elif missing:
+    source = 'level (--camera=level)'
     _note(notes, f'{folder}: camera {"/".join(missing)} not given: assuming 0 (level camera); '
                  f'pass {"/".join("--" + n for n in missing)}', warning=False)
+  else:
+    source = 'given (--pitch, --roll)'
+  given = [n for n in ('pitch', 'roll') if n not in missing]
+  if missing and given:
+    source += f'; {given[0]} given (--{given[0]})'
   pitch, roll = 0.0 if pitch is None else float(pitch), 0.0 if roll is None else float(roll)
-  if not (math.isfinite(pitch) and math.isfinite(roll)):
-    raise InputError(f'{folder}: camera pitch {pitch} / roll {roll} (--pitch/--roll) are not '
-                     f'finite; pass angles in radians')
-  return camera.world_to_cam(pitch, roll)
+  record = {'pitch_degrees': math.degrees(pitch), 'roll_degrees': math.degrees(roll),
+            'pitch_roll_source': source, **record}
+  return camera.world_to_cam(pitch, roll), record
+
+
+def _intrinsics(folder, image_path, image_shape, notes):
+  """(K of the stored image, where it came from)."""
+  K_path = os.path.join(folder, K_NAME)
+  if os.path.isfile(K_path):
+    return _read_K(K_path, image_shape, notes), K_NAME
+  h0, w0 = image_shape
+  K, source = intrinsics.photo_intrinsics(image_path, w0, h0)
+  _note(notes, f'{K_path}: missing; K from {source}: f = {K[0, 0]:.1f} px (write cam_K.txt '
+               'if you know the intrinsics)')
+  return K, source
 
 
 def _scale_boxes(boxes, sx, sy):
@@ -301,10 +356,12 @@ def _scale_boxes(boxes, sx, sy):
   return np.concatenate([boxes[:, :2], boxes[:, 2:] + 1], -1) * scale - [0, 0, 1, 1]
 
 
-def read_demo_input(folder, image_size, max_objects, pitch=None, roll=None) -> DemoInput:
+def read_demo_input(folder, image_size, max_objects, pitch=None, roll=None,
+                    camera_mode='auto') -> DemoInput:
   """Reads, validates and repairs one demo folder; image, K and boxes resized to image_size.
 
-  image_size: (H, W) of the model. pitch, roll: radians (camera.py's signs), None for 0.
+  image_size: (H, W) of the model. pitch, roll: radians (camera.py's signs); None: estimated
+  from the image with camera_mode 'auto', 0 with 'level'.
   Raises InputError for anything the user must fix.
   """
   folder = os.fspath(folder)
@@ -313,17 +370,18 @@ def read_demo_input(folder, image_size, max_objects, pitch=None, roll=None) -> D
     raise ValueError(f'image_size {image_size} and max_objects {max_objects} must be positive')
   if not os.path.isdir(folder):
     raise InputError(f'{folder}: not a folder; {FOLDER_CONTENTS}')
-  for name in (K_NAME, DETECTIONS_NAME):
-    if not os.path.isfile(os.path.join(folder, name)):
-      raise InputError(f'{os.path.join(folder, name)}: missing; {FOLDER_CONTENTS}')
+  if camera_mode not in CAMERA_MODES:
+    raise ValueError(f'camera_mode {camera_mode!r} is not one of {CAMERA_MODES}')
+  if not os.path.isfile(os.path.join(folder, DETECTIONS_NAME)):
+    raise InputError(f'{os.path.join(folder, DETECTIONS_NAME)}: missing; {FOLDER_CONTENTS}')
   notes = []
   image_path = _image_path(folder, notes)
   original_image = _read_image(image_path, notes)
   h0, w0 = original_image.shape[:2]
-  K_path, det_path = os.path.join(folder, K_NAME), os.path.join(folder, DETECTIONS_NAME)
-  K0 = _read_K(K_path, (h0, w0), notes)
+  det_path = os.path.join(folder, DETECTIONS_NAME)
+  _finite_angles(folder, pitch, roll)
+  K0, K_source = _intrinsics(folder, image_path, (h0, w0), notes)
   boxes, names, scores = _read_detections(det_path)
-  world_to_cam = _world_to_cam(folder, pitch, roll, notes)
   index = np.arange(len(names))  # entry numbers in detections.json, for the warnings
 
   # Unsupported classes: one warning with the distinct names and their counts.
@@ -375,6 +433,9 @@ def read_demo_input(folder, image_size, max_objects, pitch=None, roll=None) -> D
                  f'entries {_listed(cut)} (0-based)')
     kept = top
 
+  # The camera last: estimating it is the slow part, and bad detections should fail first.
+  world_to_cam, camera_record = _world_to_cam(folder, original_image, K0, pitch, roll,
+                                              camera_mode, notes)
   sx, sy = width / w0, height / h0
   if (h0, w0) == (height, width):
     image = original_image.copy()
@@ -393,6 +454,7 @@ def read_demo_input(folder, image_size, max_objects, pitch=None, roll=None) -> D
       original_K=K0.astype(np.float32),
       original_bbox2d=clipped_boxes[kept].astype(np.float32),
       notes=notes,
+      camera={'K_source': K_source, **camera_record},
   )
 
 
