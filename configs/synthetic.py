@@ -126,6 +126,9 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       split='test', num_scenes=0,  # 0: the whole split
       batch_size=50, use_ema=True, seed=0,
       tag='',  # results go to DIR/eval, or DIR/eval_TAG
+      # 'true': the scenes' cameras (the paper's protocol); 'estimated': pitch and roll
+      # estimated from each image (inference/gravity.py), as predict does for a photo.
+      camera='true',
       # Samples per scene; K > 1 scores their consensus (inference/consensus.py: medoid box
       # per object, mean room box). On the held-out scenes K = 8 gave IoU3D 20.1 / AP3D 33.9 /
       # layout 47.3 against one sample's 17.7 / 27.7 / 41.1 (K = 16: 22.0 / 38.3 / 48.2).

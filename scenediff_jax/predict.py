@@ -1,9 +1,17 @@
 """From a photo to meshes: `python -m scenediff_jax.predict --model=M --input=IN --output=OUT`.
 
-IN is one folder in the Total3D/Im3D demo format (img.jpg, cam_K.txt, detections.json) or a
-folder of them; M a training workdir or an export bundle. For each input the scene is sampled
-once (DDIM), every detected object is meshed, and OUT (or OUT/<folder name> for a folder of
-inputs) receives scene.glb, one .ply per object, boxes.json and preview.png.
+IN is one folder in the Total3D/Im3D demo format (img.jpg, detections.json, optionally
+cam_K.txt) or a folder of them; M a training workdir or an export bundle. Without cam_K.txt, K
+comes from the photo's EXIF or a default field of view; without --pitch/--roll, the camera's
+tilt is estimated from the image (--camera=auto; --camera=level assumes a level camera).
+
+For each input the scene is sampled --samples=K times (DDIM) and written as their consensus
+(the rule evaluation scores: per object the sample box that overlaps the others most), with
+each object's spread over the samples (mean IoU with the consensus box, RMS spread of the
+centre and the yaw) in boxes.json and the samples' boxes drawn faintly in preview.png; an
+object's "score" is then that agreement. Every object is meshed, and OUT (or OUT/<folder
+name> for a folder of inputs) receives scene.glb, one .ply per object, boxes.json and
+preview.png (and samples/sample_XX.glb with --write_samples).
 
 Nothing of the user's is lost: the files are written INTO the folder, never over it. They are
 staged in a hidden folder inside it and renamed into place, boxes.json last; other files stay,
@@ -29,14 +37,22 @@ import numpy as np
 import tqdm
 
 from scenediff_jax import cli
-from scenediff_jax.inference import demo_input, scene_files, trained_model
+from scenediff_jax.inference import consensus, demo_input, scene_files, trained_model
 
 _MODEL = flags.DEFINE_string('model', None, 'Training workdir or export bundle folder.')
-_INPUT = flags.DEFINE_string('input', None, 'A demo folder (img.*, cam_K.txt, detections.json) '
-                             'or a folder of them.')
+_INPUT = flags.DEFINE_string('input', None, 'A demo folder (img.*, detections.json, optionally '
+                             'cam_K.txt) or a folder of them.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where the results go (created if missing).')
-_PITCH = flags.DEFINE_float('pitch', None, 'Camera pitch in radians (default: 0, level camera).')
-_ROLL = flags.DEFINE_float('roll', None, 'Camera roll in radians (default: 0).')
+_PITCH = flags.DEFINE_float('pitch', None, 'Camera pitch in radians, > 0 looking down (default: '
+                            'from --camera).')
+_ROLL = flags.DEFINE_float('roll', None, 'Camera roll in radians (default: from --camera).')
+_CAMERA = flags.DEFINE_enum('camera', 'auto', demo_input.CAMERA_MODES, 'Pitch and roll not given '
+                            'by --pitch/--roll: "auto" estimates them from the image (a level '
+                            'camera, with a warning, when it cannot); "level" assumes 0.')
+_SAMPLES = flags.DEFINE_integer('samples', 8, 'Posterior samples per scene; the scene written is '
+                                'their consensus, with each object\'s spread (1: one sample).')
+_WRITE_SAMPLES = flags.DEFINE_bool('write_samples', False, 'Also write each sample\'s scene as '
+                                   'samples/sample_XX.glb (meshes every object K times).')
 _STEPS = flags.DEFINE_integer('steps', None, 'DDIM steps (default: the model config\'s).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'Classifier-free guidance scale (default: the '
                                'model config\'s; 1 = plain conditional sampling).')
@@ -51,36 +67,54 @@ flags.mark_flags_as_required(['model', 'input', 'output'])
 UsageError = cli.UsageError  # a flag value that cannot work (exit status 2, like bad input)
 
 
-def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolution):
-  """Samples one scene, meshes its objects and writes them into output_dir.
+def reconstruct(model, scene, output_dir, *, seed, steps, guidance, mesh_resolution, samples=1,
+                write_samples=False):
+  """Samples one scene K times, meshes the consensus's objects and writes them into output_dir.
 
   Args:
     model: a trained_model.InferenceModel.
     scene: the demo_input.DemoInput.
     output_dir: the folder the files go into (its other files are left alone).
-    seed, steps, guidance: of the DDIM sampler.
+    seed, steps, guidance: of the DDIM sampler (sample k is drawn with
+      trained_model.sample_seed(seed, k), as evaluation draws it).
     mesh_resolution: marching-cubes cells per axis.
+    samples: K posterior samples; with K > 1 each object's score is its agreement.
+    write_samples: also write each sample's scene as samples/sample_XX.glb.
   Returns:
     output_dir.
   """
   batch = trained_model.batch_inputs([trained_model.model_input(
       scene.image, scene.K, scene.world_to_cam, scene.bbox2d, scene.classes, model.max_objects)])
-  sampled = model.sample_scene(batch, seed, steps, guidance)
+  chosen, drawn = model.sample_posterior(batch, seed, samples, steps, guidance)
   n = len(scene.classes)
-  meshes = model.object_meshes(sampled['gaussians'][0, :n], sampled['intrinsics'][0, :n],
-                               mesh_resolution)
-  objects = [scene_files.SceneObject(
-      class_index=int(scene.classes[k]), score=float(scene.scores[k]),
-      bbox2d=scene.original_bbox2d[k], box=sampled['boxes'][0, k], mesh=meshes[k])
-             for k in range(n)]
-  return scene_files.write_scene(output_dir, image=scene.original_image,
-                                      K=scene.original_K, world_to_cam=scene.world_to_cam,
-                                      objects=objects, layout=sampled['layout'][0])
+  mesh = lambda sampled: model.object_meshes(sampled['gaussians'][0, :n],
+                                             sampled['intrinsics'][0, :n], mesh_resolution)
+  sample_boxes = np.stack([d['boxes'][0, :n] for d in drawn])  # [K, n, 7]
+  spread = consensus.spread(sample_boxes, chosen['boxes'][0, :n]) if samples > 1 else None
+
+  def objects_of(sampled, meshes):
+    return [scene_files.SceneObject(
+        class_index=int(scene.classes[k]),
+        score=float(spread['agreement'][k] if spread else scene.scores[k]),
+        bbox2d=scene.original_bbox2d[k], box=sampled['boxes'][0, k], mesh=meshes[k],
+        posterior=None if spread is None else {key: v[k] for key, v in spread.items()},
+        detection_score=float(scene.scores[k])) for k in range(n)]
+
+  sample_scenes = ([(objects_of(d, mesh(d)), d['layout'][0]) for d in drawn]
+                   if write_samples else None)
+  return scene_files.write_scene(output_dir, image=scene.original_image, K=scene.original_K,
+                                 world_to_cam=scene.world_to_cam,
+                                 objects=objects_of(chosen, mesh(chosen)),
+                                 layout=chosen['layout'][0], camera=scene.camera,
+                                 sample_boxes=sample_boxes if samples > 1 else None,
+                                 sample_scenes=sample_scenes)
 
 
 def check_flags():
   if _STEPS.value is not None and _STEPS.value < 1:
     raise UsageError(f'--steps={_STEPS.value}: give a positive number of DDIM steps.')
+  if _SAMPLES.value < 1:
+    raise UsageError(f'--samples={_SAMPLES.value}: give a positive number of samples.')
   cli.check_mesh_resolution(_MESH_RESOLUTION.value)
   for name, value in (('pitch', _PITCH.value), ('roll', _ROLL.value),
                       ('guidance', _GUIDANCE.value)):
@@ -165,7 +199,7 @@ def run():
   single = len(folders) == 1 and os.path.abspath(folders[0]) == os.path.abspath(_INPUT.value)
   source = trained_model.find_model(_MODEL.value)  # its input size; parameters come later
   read = lambda folder: demo_input.read_demo_input(folder, source.image_size, source.max_objects,
-                                                   _PITCH.value, _ROLL.value)
+                                                   _PITCH.value, _ROLL.value, _CAMERA.value)
   # Every input is read and checked before the model is loaded or anything is written.
   if single:
     scene, bad = read(folders[0]), {}
@@ -181,7 +215,8 @@ def run():
     raise UsageError(f'--steps={steps}: the model was trained with {model.num_timesteps} '
                      'timesteps; use at most that many.')
   guidance = model.guidance_scale if _GUIDANCE.value is None else _GUIDANCE.value
-  settings = dict(steps=steps, guidance=guidance, mesh_resolution=_MESH_RESOLUTION.value)
+  settings = dict(steps=steps, guidance=guidance, mesh_resolution=_MESH_RESOLUTION.value,
+                  samples=_SAMPLES.value, write_samples=_WRITE_SAMPLES.value)
 
   if single:
     try:

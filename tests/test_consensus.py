@@ -1,4 +1,5 @@
-"""The K-sample consensus: medoid boxes under IoU, a quarter-turn-aware mean room box."""
+"""The K-sample consensus: medoid boxes under IoU, a quarter-turn-aware mean room box, and the
+samples' spread about it (agreement, centre and yaw spreads) as a confidence."""
 import numpy as np
 
 from scenediff_jax.evaluation.box_iou import box_iou_3d
@@ -48,3 +49,40 @@ def test_combine_takes_each_objects_shape_with_its_box_and_leaves_padding():
       np.testing.assert_array_equal(out['boxes'][b, j], samples[k]['boxes'][b, j])
       np.testing.assert_array_equal(out['intrinsics'][b, j], samples[k]['intrinsics'][b, j])
   np.testing.assert_array_equal(out['gaussians'][0, 2], samples[0]['gaussians'][0, 2])
+
+
+def test_spread_known_answers():
+  box = np.array([0.0, 0.0, 3.0, 1.0, 1.0, 1.0, 0.0])
+  same = consensus.spread(np.stack([box] * 4)[:, None], box[None])
+  np.testing.assert_allclose(same['agreement'], 1.0)
+  np.testing.assert_allclose([same['center_spread'], same['yaw_spread']], 0.0, atol=1e-12)
+  # Two of four samples shifted 0.5 m along x (IoU 1/3 with the chosen box), one turned by
+  # 20° and one by −350° (= +10°: yaws are wrapped before they are compared).
+  shifted = box + [0.5, 0, 0, 0, 0, 0, 0]
+  s = consensus.spread(np.stack([box, shifted, shifted, box])[:, None], box[None])
+  np.testing.assert_allclose(s['agreement'], (1 + 1 / 3 + 1 / 3 + 1) / 4)
+  np.testing.assert_allclose(s['center_spread'], np.sqrt(2 * 0.25 / 4))
+  turned = [box + [0, 0, 0, 0, 0, 0, np.radians(a)] for a in (20.0, -350.0)]
+  s = consensus.spread(np.stack([box, *turned, box])[:, None], box[None])
+  np.testing.assert_allclose(s['yaw_spread'], np.sqrt((20 ** 2 + 10 ** 2) / 4), rtol=1e-9)
+
+
+def test_objects_whose_samples_agree_score_higher_than_scattered_ones():
+  rng = np.random.default_rng(0)
+  chair = np.array([-1.0, 0.5, 3.0, 0.5, 0.9, 0.5, 0.0])
+  bed = np.array([1.0, 0.6, 4.0, 1.6, 0.6, 2.0, 0.3])
+  samples = np.stack([np.stack([chair + rng.normal(0, 0.02, 7) * [1, 1, 1, 0, 0, 0, 1],
+                                bed + rng.normal(0, 0.4, 7) * [1, 1, 1, 0, 0, 0, 1]])
+                      for _ in range(8)])  # [K, 2, 7]: the chair tight, the bed scattered
+  decoded = [{'boxes': s[None], 'layout': np.zeros((1, 7)) + [0, 0, 3, 4, 3, 5, 0],
+              'gaussians': np.zeros((1, 2, 1, 16)), 'intrinsics': np.zeros((1, 2, 1, 2))}
+             for s in samples]
+  chosen = consensus.combine(decoded, [2])['boxes'][0]
+  s = consensus.spread(samples, chosen)
+  assert s['agreement'][0] > 0.8 > s['agreement'][1]
+  assert s['center_spread'][0] < 0.1 < s['center_spread'][1]
+  assert s['yaw_spread'][0] < s['yaw_spread'][1]
+  # Deterministic: the same samples give the same figures.
+  again = consensus.spread(samples, consensus.combine(decoded, [2])['boxes'][0])
+  for key in s:
+    np.testing.assert_array_equal(s[key], again[key])

@@ -290,3 +290,18 @@ def test_evaluator_alignment_and_shape_metrics_with_known_answers():
   assert m['layout_iou'] is None  # no predicted layout
   assert m['per_class']['chair']['ap3d_15'] == pytest.approx(100)
   assert m['per_class']['bed']['ap3d_15'] is None
+
+
+def test_ap_with_agreement_ranks_confident_objects_first():
+  """The same boxes score a higher AP when the one that misses has the lowest confidence."""
+  hit = np.array([0.0, 0.0, 3.0, 1.0, 1.0, 1.0, 0.0])
+  miss = hit + [3.0, 0, 0, 0, 0, 0, 0]
+  chair = geometry.CLASSES.index('chair')
+  truth = [{'class': np.array([chair]), 'box3d': hit[None]} for _ in range(2)]
+  guesses = [np.stack([miss]), np.stack([hit])]  # scene 0 missed, scene 1 found
+  ranked = lambda scores: [{'class': np.array([chair]), 'box3d': g, 'score': np.array([s])}
+                           for g, s in zip(guesses, scores)]
+  # Confidence 1 everywhere: the miss comes first (stable order), precision 1/2 at recall 1/2.
+  mean_ap = evaluation.evaluator.mean_average_precision
+  assert mean_ap(truth, ranked([1.0, 1.0])) == pytest.approx(25.0)
+  assert mean_ap(truth, ranked([0.3, 0.9])) == pytest.approx(50.0)

@@ -217,6 +217,56 @@ def test_predict_on_demo_folders_from_a_workdir_and_from_its_bundle(trained, sce
 
 
 @pytest.mark.slow
+def test_a_photo_and_its_detections_alone_give_a_scene_with_its_posterior(trained, scenes,
+                                                                         tmp_path):
+  """No cam_K.txt and no --pitch/--roll: K is the default field of view (the renders' own),
+  the tilt is estimated from the image, and K = 3 samples give the consensus with spreads."""
+  _, work = trained
+  record = scenes[16]
+  folder = tmp_path / 'photo'
+  demo_input.write_demo_folder(str(folder), record)  # at the render's size: K is the default
+  os.remove(folder / 'cam_K.txt')
+  assert sorted(os.listdir(folder)) == ['detections.json', 'img.jpg']
+  outputs = []
+  for name in ('out', 'again'):
+    out = tmp_path / name
+    result = run('predict', f'--model={work}', f'--input={folder}', f'--output={out}',
+                 '--samples=3', '--write_samples', '--steps=10', '--mesh_resolution=16')
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs.append(json.loads((out / 'boxes.json').read_text()))
+  boxes = outputs[0]
+  assert 'cam_K.txt: missing; K from no cam_K.txt and no EXIF' in result.stderr
+  np.testing.assert_allclose(boxes['K'], record['K'], atol=1e-3)
+  cam = boxes['camera']
+  assert 'default field of view' in cam['K_source']
+  assert cam['pitch_roll_source'] == 'estimated from the image'
+  pitch, roll = np.degrees(camera.pitch_roll(record['world_to_cam'].astype(np.float64)))
+  assert abs(cam['pitch_degrees'] - pitch) < 2 and abs(cam['roll_degrees'] - roll) < 2, cam
+  np.testing.assert_allclose(boxes['world_to_cam'], camera.world_to_cam(
+      np.radians(cam['pitch_degrees']), np.radians(cam['roll_degrees'])), atol=1e-6)
+  # The posterior: each score is the agreement, in [1/K, 1]; the detector's score is kept.
+  assert boxes['samples'] == 3
+  for k, o in enumerate(boxes['objects']):
+    assert o['score'] == o['posterior']['agreement'] and 1 / 3 - 1e-9 <= o['score'] <= 1 + 1e-9
+    assert o['detection_score'] == pytest.approx(0.5 + 0.01 * k)
+    assert o['posterior']['center_spread_m'] >= 0 and o['posterior']['yaw_spread_degrees'] >= 0
+  # Deterministic for a seed.
+  assert outputs[0]['objects'] == outputs[1]['objects']
+  # Each sample's scene, and each consensus object is one of the samples' (the medoid).
+  out = tmp_path / 'out'
+  assert sorted(os.listdir(out / 'samples')) == [f'sample_{k:02d}.glb' for k in range(3)]
+  assert sorted(boxes['files']) == sorted(
+      [*(f for f in os.listdir(out) if f != 'samples'),
+       *(f'samples/{f}' for f in os.listdir(out / 'samples'))])
+  consensus_scene = trimesh.load(out / 'scene.glb')
+  samples = [trimesh.load(out / 'samples' / f'sample_{k:02d}.glb') for k in range(3)]
+  for k, o in enumerate(boxes['objects']):
+    name = scene_files.object_name(k, CLASSES.index(o['class']))
+    chosen = consensus_scene.geometry[name].bounds
+    assert any(np.allclose(s.geometry[name].bounds, chosen, atol=1e-5) for s in samples), name
+
+
+@pytest.mark.slow
 def test_eval_scores_exactly_what_predict_and_the_bundle_ship(trained, tmp_path):
   """--mode=eval, predict's reconstruct and the bundle give bit-equal boxes and shape codes
   for the same scene and seed: one scene per eval batch (scene i is drawn with seed

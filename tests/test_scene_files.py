@@ -112,7 +112,9 @@ def test_ply_files_are_in_the_world_frame(scene_dir):
 def test_boxes_json_matches_the_inputs(scene_dir):
   with open(os.path.join(scene_dir, 'boxes.json')) as f:
     record = json.load(f)
-  assert set(record) == {'objects', 'layout', 'world_to_cam', 'K', 'frame', 'files'}
+  assert set(record) == {'objects', 'layout', 'world_to_cam', 'K', 'camera', 'samples', 'frame',
+                         'files'}
+  assert record['samples'] == 1 and record['camera'] == {}
   assert sorted(record['files']) == sorted(os.listdir(scene_dir))
   assert isinstance(record['frame'], str)
   assert [o['class'] for o in record['objects']] == ['bed', 'chair', 'lamp']

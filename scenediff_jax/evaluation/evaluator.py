@@ -106,3 +106,16 @@ def evaluate(ground_truth, predictions, *, iou_threshold=0.15,
       'shape_metric_options': dataclasses.asdict(shape_options),
   }
   return metrics
+
+
+def mean_average_precision(ground_truth, predictions, iou_threshold=0.15):
+  """AP3D (percent) averaged over AP_CLASSES, ranking each prediction by its `score`: the AP of
+  `evaluate` alone, for scoring the same boxes under other confidences.
+
+  Args:
+    ground_truth: per scene {'class' [n], 'box3d' [n, 7]}.
+    predictions: per scene {'class' [m], 'box3d' [m, 7], 'score' [m]}.
+  """
+  ap = [detection.average_precision(ground_truth, predictions, CLASSES.index(name),
+                                    iou_threshold) for name in AP_CLASSES]
+  return _mean_or_none([None if np.isnan(a) else 100 * a for a in ap])

@@ -61,6 +61,18 @@ def markdown(metrics: dict, title: str = 'Evaluation', baselines: dict = None) -
     lines.append(f'| {name} | ' + ' | '.join(_fmt(v) for v in _table1_row(m)) + ' |')
   for name, row in PAPER_ROWS.items():
     lines.append(f'| {name} (published, real data) | ' + ' | '.join(_fmt(v) for v in row) + ' |')
+  if metrics.get('ap3d_15_agreement') is not None:
+    lines += ['', f'AP3D@15 is scored with every confidence 1 (the Total3D/Im3D protocol). '
+              f'With each object\'s agreement over the {metrics.get("num_samples")} samples '
+              f'as its confidence (what predict writes as "score"): '
+              f'**{_fmt(metrics["ap3d_15_agreement"])}**.']
+  camera = metrics.get('camera')
+  if camera and camera.get('source') == 'estimated':
+    lines += ['', f'Camera pitch and roll estimated from the image (inference/gravity.py), not '
+              f'the true ones: median error {_fmt(camera["pitch_error_median"])}° pitch, '
+              f'{_fmt(camera["roll_error_median"])}° roll; level camera assumed for '
+              f'{_fmt(100 * camera["fallback_share"], 1)}% of the scenes (estimate not '
+              'reliable).']
   if metrics.get('num_meshed_objects'):
     lines += ['', f'Shapes: {metrics["num_meshed_objects"]} meshed objects; CD '
               f'{_fmt(metrics["shape_cd"])} ± {_fmt(metrics.get("shape_cd_stderr"))}, F-score '

@@ -7,7 +7,11 @@ samples of the same scene, each object takes the box (and the shape with it) of 
 that overlaps the other samples most, the medoid under IoU, a minimum-Bayes-risk choice; the
 room box takes the mean of the samples after turning each by quarter turns to agree with the
 medoid's yaw (a room box turned a quarter turn with w and d swapped is the same box).
-numpy only, after sampling.
+
+How far the samples scatter about that choice (`spread`) is what the model knows of its own
+uncertainty: the mean IoU of the samples' boxes with the chosen one (the agreement, in
+[1/K, 1], predict's and evaluation's confidence of an object), and the RMS distance of their
+centres (m) and of their yaws (degrees) from it. numpy only, after sampling.
 """
 import numpy as np
 
@@ -53,3 +57,25 @@ def combine(samples: list, num_objects) -> dict:
         out[key][b, j] = stacked[key][b, pick, j]
     out['layout'][b] = mean_room(stacked['layout'][b])
   return out
+
+
+def spread(sample_boxes, chosen_boxes) -> dict:
+  """How K samples of n objects scatter about the chosen boxes.
+
+  Args:
+    sample_boxes: [K, n, 7] world boxes of the samples.
+    chosen_boxes: [n, 7] the consensus (`combine`'s boxes).
+  Returns:
+    {'agreement': [n] mean IoU of the K samples with the chosen box (1 when they all match;
+     the chosen sample itself counts), 'center_spread': [n] RMS distance of the centres from
+     the chosen one (m), 'yaw_spread': [n] RMS yaw difference (degrees, wrapped to ±180°)}.
+  """
+  samples = np.asarray(sample_boxes, np.float64)
+  chosen = np.asarray(chosen_boxes, np.float64)
+  n = chosen.shape[0]
+  iou = np.array([pairwise_box_iou_3d(samples[:, j], chosen[j:j + 1])[:, 0] for j in range(n)])
+  offsets = np.linalg.norm(samples[..., :3] - chosen[None, :, :3], axis=-1)  # [K, n]
+  turns = boxes_lib.wrap_angle(samples[..., 6] - chosen[None, :, 6])
+  return {'agreement': iou.reshape(n, -1).mean(1),
+          'center_spread': np.sqrt(np.mean(offsets ** 2, 0)),
+          'yaw_spread': np.degrees(np.sqrt(np.mean(turns ** 2, 0)))}

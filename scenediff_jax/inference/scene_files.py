@@ -1,4 +1,5 @@
-"""One reconstructed scene on disk: scene.glb, per-object PLYs, boxes.json and preview.png.
+"""One reconstructed scene on disk: scene.glb, per-object PLYs, boxes.json and preview.png
+(and, when asked, samples/sample_XX.glb: each posterior sample's scene).
 
 Frames:
   - boxes.json and every object_XX_<class>.ply are in our world frame W (DESIGN.md): origin at
@@ -48,7 +49,9 @@ MAX_PANEL_SIZE = 1024  # pixels: a 6000×4000 photo gets a 1024×683 preview pan
 STAGING_PREFIX = '.predict-tmp-'  # + '<pid>-<random>': a killed run's is recognised and removed
 BACKUP = '.previous'  # in a staging folder: the files a write replaces, until it is done
 # What write_scene may replace or remove: its own file names, never a path elsewhere.
-OUTPUT_FILE = re.compile(r'object_[0-9]+_\w+\.ply|scene\.glb|preview\.png|boxes\.json')
+OUTPUT_FILE = re.compile(r'object_[0-9]+_\w+\.ply|scene\.glb|preview\.png|boxes\.json|'
+                         r'samples/sample_[0-9]+\.glb')
+SAMPLES = 'samples'  # the folder of the posterior samples' GLBs
 
 
 @dataclasses.dataclass
@@ -58,6 +61,10 @@ class SceneObject:
   bbox2d: np.ndarray  # [4] (x1, y1, x2, y2) pixels of the original image
   box: np.ndarray  # [7] world box
   mesh: trimesh.Trimesh | None  # canonical frame [-0.5, 0.5]^3; None when meshing failed
+  # With K > 1 posterior samples: consensus.spread's figures of this object, and the
+  # detector's score (`score` is then the agreement).
+  posterior: dict | None = None
+  detection_score: float | None = None
 
 
 def object_name(k, class_index):
@@ -180,9 +187,10 @@ def novel_view(meshes_world, classes, size, *, layout=None, target=None, eye=NOV
 
 
 def preview(image, K, world_to_cam, meshes_world, boxes, classes, layout=None,
-            line_width=2) -> Image.Image:
+            line_width=2, sample_boxes=None) -> Image.Image:
   """Input with box wireframes | top-down | novel view, each the input's size (downscaled to
-  at most MAX_PANEL_SIZE a side, with K), captioned."""
+  at most MAX_PANEL_SIZE a side, with K), captioned; `sample_boxes` [K, n, 7], the posterior
+  samples of the n boxes, are drawn faintly behind them in the first two panels."""
   image = np.asarray(image, np.uint8)
   h, w = image.shape[:2]
   K, R = np.asarray(K, np.float64), np.asarray(world_to_cam, np.float64)
@@ -194,9 +202,11 @@ def preview(image, K, world_to_cam, meshes_world, boxes, classes, layout=None,
   boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
   classes = np.asarray(classes, np.int64).reshape(-1)
 
-  wire = draw_wireframes(image, K, R, boxes, classes, layout, line_width)
+  faint = None if sample_boxes is None else np.asarray(sample_boxes, np.float64).reshape(
+      -1, len(boxes), 7)
+  wire = draw_wireframes(image, K, R, boxes, classes, layout, line_width, faint_boxes=faint)
   top = _top_down((w, h), K, np.zeros((0, 7)), np.zeros(0, np.int64), boxes, classes, None,
-                  layout)
+                  layout, faint_boxes=faint)
   target = boxes[:, :3].mean(0) if len(boxes) else None
   novel = novel_view(meshes_world, classes, (w, h), layout=layout, target=target)
 
@@ -207,43 +217,67 @@ def _floats(a):
   return np.asarray(a, np.float64).tolist()
 
 
-def boxes_json(objects, layout, K, world_to_cam):
-  """DESIGN.md's boxes.json, plus "K" and "frame"; "mesh" is "shape" or "box" (fallback)."""
+def _object_json(o):
+  record = {
+      'class': CLASSES[int(o.class_index)],
+      'score': float(o.score),
+      'bbox2d': _floats(np.reshape(o.bbox2d, 4)),
+      'center': _floats(np.asarray(o.box)[:3]),
+      'size': _floats(np.asarray(o.box)[3:6]),
+      'yaw': float(np.asarray(o.box)[6]),
+      'mesh': 'shape' if _has_faces(o.mesh) else 'box',
+  }
+  if o.posterior is not None:
+    record['detection_score'] = float(o.detection_score)
+    record['posterior'] = {
+        'agreement': float(o.posterior['agreement']),
+        'center_spread_m': float(o.posterior['center_spread']),
+        'yaw_spread_degrees': float(o.posterior['yaw_spread'])}
+  return record
+
+
+def boxes_json(objects, layout, K, world_to_cam, camera=None, samples=1):
+  """DESIGN.md's boxes.json, plus "K", "frame", "camera" (where K, pitch and roll came from)
+  and "samples" (how many posterior samples the scene is the consensus of); "mesh" is
+  "shape" or "box" (fallback). With samples > 1 each object's "score" is its agreement and
+  "posterior" holds its spreads."""
   layout = None if layout is None else np.asarray(layout, np.float64)
   return {
-      'objects': [{
-          'class': CLASSES[int(o.class_index)],
-          'score': float(o.score),
-          'bbox2d': _floats(np.reshape(o.bbox2d, 4)),
-          'center': _floats(np.asarray(o.box)[:3]),
-          'size': _floats(np.asarray(o.box)[3:6]),
-          'yaw': float(np.asarray(o.box)[6]),
-          'mesh': 'shape' if _has_faces(o.mesh) else 'box',
-      } for o in objects],
+      'objects': [_object_json(o) for o in objects],
       'layout': None if layout is None else {
           'center': _floats(layout[:3]), 'size': _floats(layout[3:6]), 'yaw': float(layout[6])},
       'world_to_cam': _floats(np.reshape(world_to_cam, (3, 3))),
       'K': _floats(np.reshape(K, (3, 3))),
+      'camera': camera or {},
+      'samples': int(samples),
       'frame': FRAME,
   }
 
 
-def _write_contents(directory, image, K, world_to_cam, objects, layout):
+def _write_contents(directory, image, K, world_to_cam, objects, layout, camera=None,
+                    sample_boxes=None, sample_scenes=None):
   """Writes the scene's files into `directory`; returns their names, boxes.json last. boxes.json
   records them as "files": what a later write may remove."""
   names = [object_name(k, o.class_index) for k, o in enumerate(objects)]
-  files = [f'{name}.ply' for name in names] + ['scene.glb', 'preview.png', 'boxes.json']
+  files = [f'{name}.ply' for name in names] + ['scene.glb', 'preview.png']
   meshes = [world_mesh(o) for o in objects]
   for mesh, name in zip(meshes, names):
     mesh.export(os.path.join(directory, f'{name}.ply'))
   scene_glb(meshes, names, layout).export(os.path.join(directory, 'scene.glb'))
-  record = {**boxes_json(objects, layout, K, world_to_cam), 'files': files}
+  for k, (sample_objects, sample_layout) in enumerate(sample_scenes or ()):
+    os.makedirs(os.path.join(directory, SAMPLES), exist_ok=True)
+    files.append(f'{SAMPLES}/sample_{k:02d}.glb')
+    scene_glb([world_mesh(o) for o in sample_objects], names, sample_layout).export(
+        os.path.join(directory, files[-1]))
+  files.append('boxes.json')
+  samples = 1 if sample_boxes is None else len(sample_boxes)
+  record = {**boxes_json(objects, layout, K, world_to_cam, camera, samples), 'files': files}
   with open(os.path.join(directory, 'boxes.json'), 'w') as f:
     json.dump(record, f, indent=1)
   boxes = np.array([np.asarray(o.box, np.float64) for o in objects]).reshape(-1, 7)
   classes = [o.class_index for o in objects]
-  preview(image, K, world_to_cam, meshes, boxes, classes, layout).save(
-      os.path.join(directory, 'preview.png'))
+  preview(image, K, world_to_cam, meshes, boxes, classes, layout,
+          sample_boxes=sample_boxes).save(os.path.join(directory, 'preview.png'))
   return files
 
 
@@ -276,7 +310,13 @@ def _commit(staging, output_dir, files, stale):
   backup = os.path.join(staging, BACKUP)
   os.mkdir(backup)
   done = []  # (name, a previous file was moved aside, the new one was moved in)
+  made = []  # the sub-folders (samples/) this commit created, for the rollback
   try:
+    for folder in sorted({os.path.dirname(n) for n in [*stale, *files]} - {''}):
+      os.makedirs(os.path.join(backup, folder), exist_ok=True)
+      if not os.path.isdir(os.path.join(output_dir, folder)):
+        os.mkdir(os.path.join(output_dir, folder))
+        made.append(os.path.join(output_dir, folder))
     for name in [*stale, *files]:
       target = os.path.join(output_dir, name)
       if os.path.isdir(target) and not os.path.islink(target):  # the user's folder, not ours
@@ -297,11 +337,13 @@ def _commit(staging, output_dir, files, stale):
         os.remove(target)
       if had:
         os.rename(os.path.join(backup, name), target)
+    for folder in made:
+      os.rmdir(folder)
     raise
 
 
 def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject],
-                layout) -> str:
+                layout, camera=None, sample_boxes=None, sample_scenes=None) -> str:
   """Writes scene.glb, object_<k:02d>_<class>.ply, boxes.json and preview.png into output_dir
   (created if missing), leaving every other file there alone.
 
@@ -319,6 +361,10 @@ def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject
     world_to_cam: 3×3 (X_c = R · X_w).
     objects: the scene's objects; those without a mesh get their box as one.
     layout: the room box [7], or None.
+    camera: where K, pitch and roll came from (DemoInput.camera), for boxes.json.
+    sample_boxes: [K, n, 7] the posterior samples' boxes the objects are the consensus of
+      (drawn faintly in the preview), or None for one sample.
+    sample_scenes: optional K (objects, layout) pairs written as samples/sample_XX.glb.
   Returns:
     output_dir.
   """
@@ -329,7 +375,8 @@ def write_scene(output_dir, *, image, K, world_to_cam, objects: list[SceneObject
     remove_dead_staging(output_dir, STAGING_PREFIX, backup=BACKUP)  # a killed run's files back
     staging = tempfile.mkdtemp(prefix=f'{STAGING_PREFIX}{os.getpid()}-', dir=output_dir)
     try:
-      files = _write_contents(staging, image, K, world_to_cam, objects, layout)
+      files = _write_contents(staging, image, K, world_to_cam, objects, layout, camera,
+                              sample_boxes, sample_scenes)
       stale = [f for f in dict.fromkeys(_previous_files(output_dir)) if f not in files]
       _commit(staging, output_dir, files, stale)
     finally:

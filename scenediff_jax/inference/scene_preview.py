@@ -23,6 +23,7 @@ CAPTION = 16  # pixels of caption strip above each panel
 GAP = 4  # pixels between panels
 NEAR = 0.05  # metres: camera-frame near plane that edges are clipped against
 TITLES = ('input', 'ground truth', 'prediction', 'top-down')
+FAINT = 0.4  # opacity of posterior samples drawn behind the consensus
 
 
 def class_colour(c):
@@ -105,14 +106,16 @@ def _footprints(boxes):
 
 
 def _top_down(size, K, gt_boxes, gt_classes, pred_boxes, pred_classes, gt_layout, pred_layout,
-              margin=0.08):
-  """World x–z plane seen from above: x right, z (forward) up, camera at x = 0 centred."""
+              margin=0.08, faint_boxes=None):
+  """World x–z plane seen from above: x right, z (forward) up, camera at x = 0 centred;
+  `faint_boxes` [K, n, 7] (posterior samples of pred_boxes) thin and half-transparent."""
   w, h = size
   gt_fp, pred_fp = _footprints(gt_boxes), _footprints(pred_boxes)
+  faint_fp = [_footprints(b) for b in (() if faint_boxes is None else faint_boxes)]
   layouts = [(_footprints(l)[0], c, lw) for l, c, lw in
              ((gt_layout, (120, 120, 120), 1), (pred_layout, (200, 200, 200), 3)) if l is not None]
   xz = np.concatenate([gt_fp.reshape(-1, 2), pred_fp.reshape(-1, 2), np.zeros((1, 2))] +
-                      [fp for fp, _, _ in layouts])
+                      [fp for fp, _, _ in layouts] + [fp.reshape(-1, 2) for fp in faint_fp])
   # x = 0 stays on the centre column; a floor on the extents keeps empty scenes finite.
   half_x = max(np.abs(xz[:, 0]).max(), 0.5)
   z_min, z_span = xz[:, 1].min(), max(np.ptp(xz[:, 1]), 1.0)
@@ -123,6 +126,10 @@ def _top_down(size, K, gt_boxes, gt_classes, pred_boxes, pred_classes, gt_layout
     return [(w / 2 + x * scale, h * (1 - margin) - (z - z_min) * scale) for x, z in points]
 
   panel = Image.new('RGB', (w, h), TOP_DOWN_BACKGROUND)
+  if faint_fp:
+    panel = _faintly(panel, lambda draw: [
+        draw.polygon(to_pixels(fp), outline=class_colour(c), width=1)
+        for sample in faint_fp for fp, c in zip(sample, pred_classes)])
   draw = ImageDraw.Draw(panel)
   for fp, colour, width in layouts:
     draw.polygon(to_pixels(fp), outline=colour, width=width)
@@ -169,17 +176,30 @@ def scene_preview(image, K, world_to_cam, gt_boxes, gt_classes, pred_boxes, pred
   return captioned_row(panels, TITLES)
 
 
-def draw_wireframes(image, K, R, boxes, classes, layout=None, line_width=2) -> Image.Image:
+def draw_wireframes(image, K, R, boxes, classes, layout=None, line_width=2,
+                    faint_boxes=None) -> Image.Image:
   """The image with each box's projected wireframe in its class colour (the room box thin
-  and grey, underneath)."""
+  and grey, underneath); `faint_boxes` [K, n, 7] (posterior samples of the n boxes) are drawn
+  first, thin and half-transparent."""
   h, w = np.asarray(image).shape[:2]
   panel = Image.fromarray(np.asarray(image, np.uint8))
+  if faint_boxes is not None and len(faint_boxes):
+    panel = _faintly(panel, lambda draw: [
+        _draw_wireframe(draw, box, K, R, (w, h), class_colour(c), 1)
+        for sample in faint_boxes for box, c in zip(sample, classes)])
   draw = ImageDraw.Draw(panel)
   if layout is not None:  # first, so objects are drawn over the room
     _draw_wireframe(draw, layout, K, R, (w, h), LAYOUT_COLOUR, 1)
   for box, c in zip(boxes, classes):
     _draw_wireframe(draw, box, K, R, (w, h), class_colour(c), line_width)
   return panel
+
+
+def _faintly(panel, drawing, alpha=FAINT):
+  """The panel with `drawing(ImageDraw)`'s lines blended in at `alpha`."""
+  overlay = panel.copy()
+  drawing(ImageDraw.Draw(overlay))
+  return Image.blend(panel, overlay, alpha)
 
 
 def captioned_row(panels, titles) -> Image.Image:

@@ -16,7 +16,7 @@ import numpy as np
 
 from scenediff_jax import compiler, diffusion
 from scenediff_jax.geometry import gmm
-from scenediff_jax.inference import bundle, restore
+from scenediff_jax.inference import bundle, consensus, restore
 from scenediff_jax.inference.restore import ModelError
 
 COARSE_RESOLUTION = 16  # first grid of coarse-to-fine meshing
@@ -68,6 +68,19 @@ class InferenceModel:
   sample_unconditional: Callable
   occupancy: Callable
   source: str  # 'workdir' or 'bundle'
+
+  def sample_posterior(self, inputs, seed, num_samples, steps, guidance):
+    """K samples of a batch (sample k drawn with `sample_seed(seed, k)`) and their consensus.
+
+    Returns:
+      (the consensus: sample_scene's dict, per object the medoid of the K samples; the list
+      of the K sample dicts). With K = 1 the consensus is the one sample.
+    """
+    samples = [self.sample_scene(inputs, sample_seed(seed, k), steps, guidance)
+               for k in range(num_samples)]
+    if num_samples == 1:
+      return samples[0], samples
+    return consensus.combine(samples, np.asarray(inputs['mask']).sum(1)), samples
 
   def object_meshes(self, gaussians, intrinsics, resolution, coarse_resolution=COARSE_RESOLUTION):
     """Canonical meshes of objects (coarse-to-fine marching cubes from `coarse_resolution`,

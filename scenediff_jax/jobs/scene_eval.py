@@ -8,8 +8,15 @@ i of the split is drawn with seed `eval.seed + i` (with `eval.batch_size` = 1, s
 exactly what `predict --seed=eval.seed + i` writes for it); with `eval.num_samples` = K > 1
 it is sampled K times (`trained_model.sample_seed`) and scored on their consensus
 (inference/consensus.py); metrics.json's `first_sample` then scores the poses of the first
-sample alone (the paper's one-sample protocol). What was scored is kept in
-eval/predictions.npz (boxes, layout, Gaussians, intrinsics and seed of every scene).
+sample alone (the paper's one-sample protocol), and `ap3d_15_agreement` ranks the same
+boxes by each object's agreement over the K samples instead of confidence 1 (what predict
+writes as an object's score). What was scored is kept in eval/predictions.npz (boxes,
+layout, Gaussians, intrinsics, seed and agreement of every scene).
+
+With `eval.camera='estimated'` the model is given the pitch and roll estimated from each
+image (inference/gravity.py; level when the estimate is not reliable) instead of the true
+ones, as predict does for a photo, and metrics.json's `camera` holds the estimator's errors;
+the scores stay in the true world frame, so a wrong tilt costs what it costs a user.
 
 Poses give IoU3D / AP3D / layout IoU; L_align is measured from the masked depth points to
 points sampled from the predicted Gaussians placed in the scene; Chamfer / F-score come from
@@ -31,7 +38,7 @@ from scenediff_jax import diffusion
 from scenediff_jax.evaluation import baseline, evaluator, report
 from scenediff_jax.geometry import boxes as boxes_lib
 from scenediff_jax.geometry import camera, gmm
-from scenediff_jax.inference import consensus, restore, scene_preview, trained_model
+from scenediff_jax.inference import consensus, gravity, restore, scene_preview, trained_model
 from scenediff_jax.models import scene_model
 from scenediff_jax.training import config_checks, denoising_error, pipeline, scene_data
 
@@ -40,23 +47,39 @@ BAND_ERROR_BATCHES = 2  # batches of the first scenes that also measure x̂₀ e
 SURFACE_SALT = 0x5EED  # keeps the L_align metric's surface draw apart from the samples' seeds
 
 
-def record_input(record, max_objects):
-  """A scene record's model input: its image, camera and oracle 2D detections."""
+def record_input(record, max_objects, world_to_cam=None):
+  """A scene record's model input: its image, camera (or `world_to_cam` in its place) and
+  oracle 2D detections."""
   o = record['objects']
-  return trained_model.model_input(record['image'], record['K'], record['world_to_cam'],
-                                   o['bbox2d'], o['class'], max_objects)
+  R = record['world_to_cam'] if world_to_cam is None else world_to_cam
+  return trained_model.model_input(record['image'], record['K'], R, o['bbox2d'], o['class'],
+                                   max_objects)
 
 
-def _batches(source, indices, batch_size, max_objects):
-  """(first index, records, model inputs) over `indices` in batches of `batch_size`, the
-  last one filled up with repeats."""
+def estimated_camera(record):
+  """(world_to_cam from the image's estimated pitch and roll, level when not reliable; a
+  record of the estimate and its errors in degrees)."""
+  estimate = gravity.estimate_gravity(record['image'], record['K'])
+  pitch, roll = camera.pitch_roll(np.asarray(record['world_to_cam'], np.float64))
+  used = (estimate.pitch, estimate.roll) if estimate.reliable else (0.0, 0.0)
+  errors = np.degrees(np.abs(np.array(used) - [pitch, roll]))
+  return camera.world_to_cam(*used).astype(np.float32), {
+      'pitch_error': float(errors[0]), 'roll_error': float(errors[1]),
+      'fallback': not estimate.reliable, 'confidence': estimate.confidence}
+
+
+def _batches(source, indices, batch_size, max_objects, camera_mode='true'):
+  """(first index, records, model inputs, camera estimates) over `indices` in batches of
+  `batch_size`, the last one filled up with repeats."""
   for start in range(0, len(indices), batch_size):
     # Scenes with more than max_objects objects are scored on the ones the model sees.
     records = [scene_data.limit_objects(source[i], max_objects)
                for i in indices[start:start + batch_size]]
-    inputs = [record_input(r, max_objects) for r in records]
+    cameras = ([estimated_camera(r) for r in records] if camera_mode == 'estimated' else
+               [(None, None)] * len(records))
+    inputs = [record_input(r, max_objects, R) for r, (R, _) in zip(records, cameras)]
     padded = inputs + inputs[-1:] * (batch_size - len(inputs))
-    yield start, records, trained_model.batch_inputs(padded)
+    yield start, records, trained_model.batch_inputs(padded), [c for _, c in cameras]
 
 
 def _error_batches(source, indices, stages, config):
@@ -109,20 +132,32 @@ def evaluate(config, workdir, stages: pipeline.Stages = None) -> dict:
   source = registry.split_source(config, stages.scenes, e.split)
   indices = list(range(len(source) if e.num_scenes <= 0 else min(e.num_scenes, len(source))))
 
+  camera_mode = e.get('camera', 'true')
+  if camera_mode not in ('true', 'estimated'):
+    raise ValueError(f'eval.camera={camera_mode!r}: use "true" or "estimated".')
   ground_truth, predictions, previews, meshes_left = [], [], [], e.mesh_objects
   first_samples = []  # with K > 1, the first sample's poses alone: the paper's one-sample protocol
+  ranked = []  # with K > 1, the consensus boxes with their agreement as confidence
   scored = []  # what each scene was scored on, padded to max_objects, and its seed
+  cameras = []  # with estimated cameras, each scene's estimate and errors
   tick = time.perf_counter()
   progress = tqdm.tqdm(total=len(indices), desc=f'eval {e.split}', unit='scene')
-  for start, records, inputs in _batches(source, indices, e.batch_size, config.max_objects):
+  for start, records, inputs, estimates in _batches(source, indices, e.batch_size,
+                                                    config.max_objects, camera_mode):
     seed = e.seed + start
-    samples = [model.sample_scene(inputs, trained_model.sample_seed(seed, k), d.sampling_steps,
-                                  d.guidance_scale) for k in range(e.num_samples)]
-    decoded = consensus.combine(samples, inputs['mask'].sum(1)) if len(samples) > 1 else samples[0]
+    decoded, samples = model.sample_posterior(inputs, seed, e.num_samples, d.sampling_steps,
+                                              d.guidance_scale)
+    sample_boxes = np.stack([s['boxes'] for s in samples], 1)  # [B, K, N, 7]
+    agreement = np.ones(decoded['boxes'].shape[:2])
+    for b in range(len(records)):
+      if len(samples) > 1:
+        agreement[b] = consensus.spread(sample_boxes[b], decoded['boxes'][b])['agreement']
     surfaces = np.asarray(surface_samples(jax.random.fold_in(jax.random.key(seed), SURFACE_SALT),
                                           decoded['gaussians'], decoded['boxes']))
+    cameras.extend(c for c in estimates if c is not None)
     for b, record in enumerate(records):
-      scored.append({**{k: v[b] for k, v in decoded.items()}, 'seed': seed})
+      scored.append({**{k: v[b] for k, v in decoded.items()}, 'seed': seed,
+                     'agreement': agreement[b]})
       index = len(predictions)
       rng = np.random.default_rng([e.seed, index])
       truth = _ground_truth(record, e.depth_points, rng)
@@ -149,6 +184,8 @@ def evaluate(config, workdir, stages: pipeline.Stages = None) -> dict:
         first_samples.append({'objects': {'class': truth['objects']['class'],
                                           'box3d': samples[0]['boxes'][b, :n]},
                               'layout': samples[0]['layout'][b]})
+        ranked.append({'class': truth['objects']['class'], 'box3d': boxes,
+                       'score': agreement[b, :n]})
       if len(previews) < e.num_previews:
         shown = [boxes_lib.canonical_to_world(np.asarray(m.vertices), boxes[k])
                  if m is not None and len(m.faces) else surface[k]
@@ -172,6 +209,16 @@ def evaluate(config, workdir, stages: pipeline.Stages = None) -> dict:
   if first_samples:
     first = evaluator.evaluate(ground_truth, first_samples)
     metrics['first_sample'] = {k: first[k] for k in FIRST_SAMPLE_KEYS}
+    metrics['ap3d_15_agreement'] = evaluator.mean_average_precision(
+        [t['objects'] for t in ground_truth], ranked)
+  metrics['camera'] = {'source': camera_mode}
+  if cameras:
+    metrics['camera'].update(
+        pitch_error_median=float(np.median([c['pitch_error'] for c in cameras])),
+        roll_error_median=float(np.median([c['roll_error'] for c in cameras])),
+        pitch_error_mean=float(np.mean([c['pitch_error'] for c in cameras])),
+        roll_error_mean=float(np.mean([c['roll_error'] for c in cameras])),
+        fallback_share=float(np.mean([c['fallback'] for c in cameras])))
   metrics['x0_mse_by_snr'] = denoising_error.x0_error_by_band(
       scene_model.make_model(config), diffusion.make_schedule(config), config, trained.scene,
       _error_batches(source, indices, stages, config), e.seed)
