@@ -82,7 +82,6 @@ def _detections(edit):
 BAD_INPUTS = {
     'missing image': (_corrupt('img.jpg', None), 'img'),
     'corrupt image': (_corrupt('img.jpg', b'\xff\xd8\xff\xe0 not really a jpeg'), 'img.jpg'),
-    'missing cam_K.txt': (_corrupt('cam_K.txt', None), 'cam_K.txt'),
     'K not 3x3': (_corrupt('cam_K.txt', '500 0 160\n0 500 100\n'), 'cam_K.txt'),
     'negative focal length': (_corrupt('cam_K.txt', '-500 0 160\n0 500 100\n0 0 1\n'), 'cam_K.txt'),
     'NaN in K': (_corrupt('cam_K.txt', 'nan 0 160\n0 500 100\n0 0 1\n'), 'cam_K.txt'),

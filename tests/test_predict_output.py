@@ -64,6 +64,8 @@ class FakeModel:
   def object_meshes(self, gaussians, intrinsics, resolution):
     return [trimesh.creation.box(extents=(0.8, 0.8, 0.8)) for _ in range(len(gaussians))]
 
+  sample_posterior = trained_model.InferenceModel.sample_posterior  # over the boxes above
+
 
 @pytest.fixture
 def model(tmp_path, monkeypatch):

@@ -123,9 +123,8 @@ def normalize_class_name(name):
 
 
 def is_demo_folder(path) -> bool:
-  """True when path holds detections.json and an img.* file (both are checked on reading)."""
-  return (os.path.isfile(os.path.join(path, DETECTIONS_NAME)) and
-          any(f.lower().startswith('img.') for f in os.listdir(path)))
+  """True when path holds detections.json (it and the image are checked on reading)."""
+  return os.path.isfile(os.path.join(path, DETECTIONS_NAME))
 
 
 def find_inputs(path) -> list:
