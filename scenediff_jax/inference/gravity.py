@@ -14,9 +14,9 @@ The estimator is classical and deterministic (numpy and scikit-image):
   1. line segments: Canny edge pixels grouped by gradient direction into connected regions,
      each fitted by its principal axis (`line_segments`); a segment is the plane through the
      camera centre with normal n = K⁻¹p₁ × K⁻¹p₂, and it can be vertical when n · g = 0;
-  2. hypotheses for g within `max_tilt` of the camera's down axis: where two segments meet,
-     where a segment's plane is 90° from a vanishing point, and the normal of two vanishing
-     points (a horizon);
+  2. hypotheses for g within `max_tilt` of the camera's down axis and rolled at most
+     `max_roll`: where two segments meet, where a segment's plane is 90° from a vanishing
+     point, and the normal of two vanishing points (a horizon);
   3. each hypothesis is scored by the length of the segments that point at it (within
      `inlier_degrees` in the image) plus that of the two largest groups of other segments
      that share one horizontal direction under it; the best is refitted by least squares;
@@ -42,6 +42,8 @@ ORIENTATION_BINS = 24  # of 15°: edge pixels are grouped by gradient direction 
 @dataclasses.dataclass(frozen=True)
 class GravityOptions:
   max_tilt: float = 40.0  # degrees between g and the camera's down axis, at most
+  # |roll| at most: SUN RGB-D's cameras roll within ±20° (Total3D's roll bins).
+  max_roll: float = 20.0
   inlier_degrees: float = 1.5  # a segment points at a vanishing point within this angle
   horizontal_degrees: float = 2.0  # azimuth tolerance of a group of horizontal segments
   min_length: float = 0.04  # of the working image's longer side: shorter segments are ignored
@@ -221,12 +223,18 @@ def _refine(normals, lengths, vertical, groups):
   return _down(np.linalg.eigh(M)[1][:, 0])
 
 
-def _unit_down(directions, cos_tilt):
-  """Directions [P, 3] made unit and pointing down; those outside the cone dropped."""
+def _plausible(g, options):
+  """[P] whether down directions g [P, 3] are a camera's the options allow."""
+  roll = np.degrees(np.arctan2(g[:, 0], g[:, 1]))
+  return (g[:, 1] >= np.cos(np.radians(options.max_tilt))) & (np.abs(roll) <= options.max_roll)
+
+
+def _unit_down(directions, options):
+  """Directions [P, 3] made unit and pointing down; the implausible ones dropped."""
   norm = np.linalg.norm(directions, axis=1)
   directions = directions[norm > 1e-9] / norm[norm > 1e-9, None]
   directions = directions * np.where(directions[:, 1:2] < 0, -1.0, 1.0)
-  return directions[directions[:, 1] >= cos_tilt]
+  return directions[_plausible(directions, options)]
 
 
 def _vanishing_points(segments, normals, lengths, K, options, count=4, pool=40):
@@ -268,7 +276,7 @@ def _hypotheses(segments, normals, lengths, K, options):
   with_point = np.cross(normals[candidates][:, None], points[None]).reshape(-1, 3)
   a, b = np.triu_indices(len(points), 1)
   horizons = np.cross(points[a], points[b])
-  return _unit_down(np.concatenate([from_pairs, with_point, horizons, points]), cos_tilt)
+  return _unit_down(np.concatenate([from_pairs, with_point, horizons, points]), options)
 
 
 def estimate_gravity(image, K, options: GravityOptions = GravityOptions()) -> GravityEstimate:
@@ -303,13 +311,12 @@ def estimate_gravity(image, K, options: GravityOptions = GravityOptions()) -> Gr
   # Least-squares refits on what the direction explains, kept while they explain no less
   # (a refit can be drawn towards a wrong group of edges).
   tolerance = np.radians(options.horizontal_degrees)
-  cos_tilt = np.cos(np.radians(options.max_tilt))
   for _ in range(3):
     vertical = _image_angle_errors(segments, K, g) < options.inlier_degrees
     groups = _horizontal_groups(normals, lengths, g[None], vertical[None], tolerance)[1][0]
     refined = _refine(normals, lengths, vertical, groups)
     refined_support = score(refined[None])[0]
-    if refined[1] < cos_tilt or refined_support < g_support:
+    if not _plausible(refined[None], options)[0] or refined_support < g_support:
       break
     g, g_support = refined, refined_support
   count = int(np.sum(_image_angle_errors(segments, K, g) < options.inlier_degrees))
