@@ -26,13 +26,20 @@ from scenediff_jax.geometry import camera
 from scenediff_jax.inference import gravity
 from scenediff_jax.training import scene_data
 
-_SPLIT = flags.DEFINE_string('split', 'test', 'Split of SynthRooms (choose settings on train).')
-_NUM_SCENES = flags.DEFINE_integer('num_scenes', 200, 'First scenes of the split.')
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/synthetic.py',
-                                          'The dataset\'s config (its data_dir).')
-_OUTPUT = flags.DEFINE_string('output', None, 'Also write the figures here (JSON).')
-_PREDICTIONS = flags.DEFINE_list('predictions', None, 'TRUE.npz,ESTIMATED.npz: split their '
-                                 'IoU3D by the tilt error.')
+
+def _define_flags():
+  """The CLI's flags, defined only when run as a program: tests import measure() beside
+  modules whose flags share these names."""
+  global _SPLIT, _NUM_SCENES, _CONFIG, _OUTPUT, _PREDICTIONS
+  _SPLIT = flags.DEFINE_string('split', 'test', 'Split of SynthRooms (choose settings on train).')
+  _NUM_SCENES = flags.DEFINE_integer('num_scenes', 200, 'First scenes of the split.')
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/synthetic.py',
+                                            'The dataset\'s config (its data_dir).')
+  _OUTPUT = flags.DEFINE_string('output', None, 'Also write the figures here (JSON).')
+  _PREDICTIONS = flags.DEFINE_list('predictions', None, 'TRUE.npz,ESTIMATED.npz: split their '
+                                   'IoU3D by the tilt error.')
+
+
 ERROR_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0, np.inf)  # degrees, the larger of pitch and roll
 
 
@@ -112,4 +119,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
