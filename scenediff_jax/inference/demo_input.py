@@ -301,8 +301,7 @@ def _finite_angles(folder, pitch, roll):
 
 
 def _world_to_cam(folder, image, K, pitch, roll, camera_mode, notes):
-  """(R_wc, the record of where pitch and roll came from)."""
-  _finite_angles(folder, pitch, roll)
+  """(R_wc, the record of where pitch and roll came from); the angles given are finite."""
   missing = [n for n, v in (('pitch', pitch), ('roll', roll)) if v is None]
   record = {}
   if missing and camera_mode == 'auto':

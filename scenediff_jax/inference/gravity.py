@@ -61,10 +61,6 @@ class GravityEstimate:
   reliable: bool
   reason: str  # why it is not reliable ('' when it is)
 
-  @property
-  def world_to_cam(self):
-    return camera.world_to_cam(self.pitch, self.roll)
-
 
 def _gray(image):
   image = np.asarray(image)

@@ -22,8 +22,7 @@ import tqdm
 
 from data_pipelines import registry
 from scenediff_jax.evaluation import detection
-from scenediff_jax.geometry import camera
-from scenediff_jax.inference import gravity
+from scenediff_jax.jobs import scene_eval
 from scenediff_jax.training import scene_data
 
 
@@ -45,11 +44,11 @@ ERROR_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0, np.inf)  # degrees, the larger of pit
 
 def tilt_errors(record):
   """(|estimate − truth| [pitch, roll] in degrees, the same of the camera predict uses, which
-  is level when the estimate is not reliable, and whether it fell back) of one record."""
-  truth = np.degrees(camera.pitch_roll(np.asarray(record['world_to_cam'], np.float64)))
-  estimate = gravity.estimate_gravity(record['image'], record['K'])
-  raw = np.abs(np.degrees([estimate.pitch, estimate.roll]) - truth)
-  return raw, raw if estimate.reliable else np.abs(truth), not estimate.reliable
+  is level when the estimate is not reliable, and whether it fell back) of one record, as
+  evaluation with estimated cameras measures them."""
+  _, found = scene_eval.estimated_camera(record)
+  used = np.array([found['pitch_error'], found['roll_error']])
+  return found['raw_errors'], used, found['fallback']
 
 
 def measure(records) -> dict:

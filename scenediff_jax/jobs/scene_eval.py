@@ -63,9 +63,10 @@ def estimated_camera(record):
   pitch, roll = camera.pitch_roll(np.asarray(record['world_to_cam'], np.float64))
   used = (estimate.pitch, estimate.roll) if estimate.reliable else (0.0, 0.0)
   errors = np.degrees(np.abs(np.array(used) - [pitch, roll]))
+  raw = np.degrees(np.abs(np.array([estimate.pitch, estimate.roll]) - [pitch, roll]))
   return camera.world_to_cam(*used).astype(np.float32), {
       'pitch_error': float(errors[0]), 'roll_error': float(errors[1]),
-      'fallback': not estimate.reliable, 'confidence': estimate.confidence}
+      'raw_errors': raw, 'fallback': not estimate.reliable, 'confidence': estimate.confidence}
 
 
 def _batches(source, indices, batch_size, max_objects, camera_mode='true'):
