@@ -34,7 +34,8 @@ def base_config(variant: str) -> ml_collections.ConfigDict:
   # size are not given: PyTorch's AdamW default (0.01) and 16. T = 1000, DDIM 100, λ = 0.01.
   config.training.update(learning_rate=1e-4, weight_decay=0.01, batch_size=16,
                          warmup_steps=1000, align_weight=0.01, checkpoint_every=2000,
-                         log_every=100, statistics_scenes=5000)
+                         log_every=100, statistics_scenes=5000,
+                         compute_dtype='bfloat16')  # for the GPUs and TPUs it is meant for
   config.diffusion.update(num_timesteps=1000, sampling_steps=100, eta=0.0, guidance_scale=1.0)
   config.eval.num_samples = 1  # one sample per scene, as the paper reports
   # "Shape prior 1000 epochs on Pix3D": ~320 training models in batches of 16 → 20 steps

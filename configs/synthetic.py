@@ -10,6 +10,7 @@ accelerators and benchmarks), and the ablation's `full`, `no_joint`, `no_isa`, `
 import ml_collections
 
 from data_pipelines.registry import default_data_dir
+from scenediff_jax import cli
 from scenediff_jax.jobs import ablation
 
 
@@ -28,6 +29,9 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = f'synthetic_{variant}'
   config.data_dir = default_data_dir()  # where TFDS data lives
+  # JAX's persistent compilation cache: a restart, an eval or predict finds the programs an
+  # earlier run compiled. '' turns it off; JAX_COMPILATION_CACHE_DIR, if set, wins.
+  config.compilation_cache_dir = cli.default_compilation_cache_dir()
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'synth_rooms'
@@ -120,6 +124,9 @@ def get_config(variant: str = 'default') -> ml_collections.ConfigDict:
       statistics_scenes=1000,  # training scenes that fix the normalisation statistics
       shape_fraction=1.0,  # share of training scenes with shape ground truth (the rest: depth only)
       backbone_weights='',  # a torchvision ResNet state_dict (.npz/.pth): models/resnet_weights.py
+      # Matrix products and convolutions in 'float32' or 'bfloat16' (GPU/TPU configs);
+      # parameters, optimizer state, L_align's distances and the losses stay float32.
+      compute_dtype='float32',
       log_every=50, checkpoint_every=250, keep_checkpoints=3,
       seed=0))
   config.eval = ml_collections.ConfigDict(dict(

@@ -3,7 +3,23 @@ import logging as logging_lib
 import os
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
+
+
+def default_compilation_cache_dir() -> str:
+  """Where JAX's persistent compilation cache lives (compiler.use_persistent_cache) unless
+  a config or flag says otherwise: under the user's cache, beside the datasets."""
+  cache = os.environ.get('XDG_CACHE_HOME', os.path.join(os.path.expanduser('~'), '.cache'))
+  return os.path.join(cache, 'scenediff_jax', 'jax_compilation_cache')
+
+
+def define_compilation_cache_flag():
+  """--compilation_cache_dir for a program (defined once per process: the tests import
+  several programs)."""
+  if 'compilation_cache_dir' not in flags.FLAGS:
+    flags.DEFINE_string('compilation_cache_dir', default_compilation_cache_dir(),
+                        'Where compiled programs are kept for the next run ("" turns it off).')
+  return flags.FLAGS['compilation_cache_dir']
 
 
 class _QuietLibraries(logging_lib.Filter):

@@ -8,6 +8,7 @@ matrix products fused with their reductions (the nearest-neighbour kernel's firs
 Other backends keep their defaults.
 """
 import functools
+import os
 
 from absl import logging
 import jax
@@ -34,3 +35,32 @@ def options() -> dict | None:
 def jit(fun, **kwargs):
   """jax.jit(fun, **kwargs) compiled with options()."""
   return jax.jit(fun, compiler_options=options(), **kwargs)
+
+
+def use_persistent_cache(directory: str | None) -> str | None:
+  """Keeps compiled programs in `directory` (JAX's persistent compilation cache), so a
+  restart, a second eval or predict compiles in seconds instead of minutes. Call it before
+  the first compilation.
+
+  Args:
+    directory: the cache folder, created if missing (the programs' default is
+      cli.default_compilation_cache_dir()); '' or None turns the cache off. The
+      environment's JAX_COMPILATION_CACHE_DIR, when set, wins over it.
+  Returns:
+    The absolute cache directory, or None when off.
+  """
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return jax.config.jax_compilation_cache_dir
+  if not directory:
+    return None
+  directory = os.path.abspath(os.path.expanduser(directory))
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as error:  # a read-only home, say: compile every time rather than stop
+    logging.warning('No compilation cache: %s cannot be made (%s).', directory, error)
+    return None
+  jax.config.update('jax_compilation_cache_dir', directory)
+  # Also the many small programs (batching, sampling, metrics): together they are seconds.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
+  logging.info('Compiled programs are cached in %s.', directory)
+  return directory

@@ -4,10 +4,14 @@ import importlib.util
 import os
 
 
-def sibling(config_file: str, name: str):
-  """The module of `name`.py in the folder of `config_file` (pass `__file__`)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py')
+def load(path: str, name: str = 'config'):
+  """The module of the config file at `path`."""
   spec = importlib.util.spec_from_file_location(f'scenediff_configs_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def sibling(config_file: str, name: str):
+  """The module of `name`.py in the folder of `config_file` (pass `__file__`)."""
+  return load(os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py'), name)

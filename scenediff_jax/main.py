@@ -181,6 +181,10 @@ def _run(config, workdir, name):
   if mode.data != 'none':
     # Before the workdir is touched: a missing dataset leaves nothing behind.
     registry.check_available(config, shapes=mode.data == 'all')
+  if mode.kind != 'data':
+    from scenediff_jax import compiler  # jax loads here
+    compiler.use_persistent_cache(config.get('compilation_cache_dir',
+                                             cli.default_compilation_cache_dir()))
   lead = _start_jax(config, check_devices=mode.kind == 'train') if mode.multi_process else True
   workdir_lib.prepare(workdir, create=mode.kind != 'read')
   if mode.kind == 'read':

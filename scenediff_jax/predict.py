@@ -36,7 +36,7 @@ from absl import app, flags, logging
 import numpy as np
 import tqdm
 
-from scenediff_jax import cli
+from scenediff_jax import cli, compiler
 from scenediff_jax.inference import consensus, demo_input, scene_files, trained_model
 
 _MODEL = flags.DEFINE_string('model', None, 'Training workdir or export bundle folder.')
@@ -61,6 +61,7 @@ _MESH_RESOLUTION = flags.DEFINE_integer('mesh_resolution', 64, 'Marching-cubes c
                                         '16, 32, 64, 128 or 256.')
 _STRICT = flags.DEFINE_bool('strict', False, 'With a folder of inputs: stop (exit 2, nothing '
                             'written) if any is bad, instead of predicting the good ones.')
+_CACHE = cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['model', 'input', 'output'])
 
 
@@ -194,6 +195,7 @@ def _listing(failures):
 
 def run():
   check_flags()
+  compiler.use_persistent_cache(_CACHE.value)
   folders = demo_input.find_inputs(_INPUT.value)
   check_output(_OUTPUT.value, folders)
   single = len(folders) == 1 and os.path.abspath(folders[0]) == os.path.abspath(_INPUT.value)

@@ -17,7 +17,7 @@ from PIL import Image
 import tqdm
 import trimesh
 
-from scenediff_jax import cli
+from scenediff_jax import cli, compiler
 from scenediff_jax.geometry import boxes as boxes_lib
 from scenediff_jax.inference import point_render, scene_files, trained_model
 from scenediff_jax.inference.atomic_dir import atomic_directory
@@ -28,6 +28,7 @@ _OBJECTS = flags.DEFINE_integer('objects', 6, 'Objects per scene (at most the mo
 _OUTPUT = flags.DEFINE_string('output', None, 'Where the results go (created if missing).')
 _STEPS = flags.DEFINE_integer('steps', None, 'DDIM steps (default: the model config\'s).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_CACHE = cli.define_compilation_cache_flag()
 _MESH_RESOLUTION = flags.DEFINE_integer('mesh_resolution', 64, 'Marching-cubes cells per axis: '
                                         '16, 32, 64, 128 or 256.')
 flags.mark_flags_as_required(['model', 'output'])
@@ -85,6 +86,7 @@ def check_flags():
 
 
 def run():
+  compiler.use_persistent_cache(_CACHE.value)
   model = trained_model.load(check_flags())
   mask = np.zeros((_NUM.value, model.max_objects), bool)
   mask[:, :_OBJECTS.value] = True

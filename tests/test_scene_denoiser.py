@@ -35,12 +35,14 @@ def random_params(model, seed):
   def leaf(path, shape):
     names = [p.key for p in path]
     noise = rng.standard_normal(shape.shape).astype(np.float32)
+    # A scanned run's arrays have one leading axis more (models/layer_stacks.py).
+    one = shape.shape[1:] if any('_to_' in name for name in names) else shape.shape
     if names[-1] == 'scale':
       return 1.0 + 0.1 * noise
     if names[-1] == 'bias':
       return 0.1 * noise
     if names[-1] == 'kernel':  # MHA's out kernel is [heads, head_dim, out]
-      fan_in = np.prod(shape.shape[:-1]) if names[-2] == 'out' else shape.shape[0]
+      fan_in = np.prod(one[:-1]) if names[-2] == 'out' else one[0]
       return noise / np.sqrt(fan_in)
     return noise  # embeddings
 

@@ -438,3 +438,54 @@ def test_a_resumed_log_has_each_step_once(tmp_path):
     lines = [json.loads(line) for line in f]
   assert [l['step'] for l in lines] == [5, 10, 15, 20]
   assert [l['loss'] for l in lines] == [5, 10, 15.5, 20.5]
+
+
+def _save_unscanned(directory):
+  """Rewrites every checkpoint in `directory` as the code before the scan saved them: each
+  repeated layer on its own (models/layer_stacks.py)."""
+  import orbax.checkpoint as ocp
+
+  from scenediff_jax.models import layer_stacks
+  from scenediff_jax.training import checkpoints
+  for step in sorted(int(name) for name in os.listdir(directory) if name.isdigit()):
+    reader = ocp.PyTreeCheckpointer()
+    saved = reader.restore(os.path.join(directory, str(step), 'default'))
+    reader.close()
+    shutil.rmtree(os.path.join(directory, str(step)))
+    writer = checkpoints.Checkpointer(str(directory))
+    writer.save(step, layer_stacks.unstack(saved))
+    writer.close()
+
+
+def test_a_workdir_saved_before_the_scan_restores_and_trains_on(trained, workdir):
+  import orbax.checkpoint as ocp
+
+  from scenediff_jax.inference.restore import restore_params
+  from scenediff_jax.models import layer_stacks
+  row = robustness.case('main-train-resumes-unscanned-checkpoint')
+  scanned = restore_params(str(trained[1]))
+  common, work = workdir
+  scene = work / 'checkpoints' / 'scene'
+  _save_unscanned(scene)
+  metadata = lambda step: ocp.PyTreeCheckpointer().metadata(
+      str(scene / str(step) / 'default')).item_metadata
+  assert layer_stacks.is_unrolled(metadata(4).tree, {'params': scanned.scene})
+  # Read-only (eval, export, predict): the same parameters, the checkpoint left as it is.
+  before = tree(work)
+  unscanned = restore_params(str(work))
+  assert unscanned.step == 4
+  assert jax_equal(unscanned.scene, scanned.scene)
+  assert tree(work) == before
+  # Training resumes from it and saves the scanned layout.
+  result = run_main(*common, f'--workdir={work}', '--mode=train',
+                    '--config.training.diffusion_steps=6')
+  robustness.check_outcome(row, result.returncode, result.stderr)
+  assert sorted(os.listdir(scene)) == ['4', '6']  # the smoke config keeps two
+  assert not layer_stacks.is_unrolled(metadata(6).tree, {'params': scanned.scene})
+  assert layer_stacks.is_unrolled(metadata(4).tree, {'params': scanned.scene})
+
+
+def jax_equal(a, b):
+  import jax
+  return (jax.tree.structure(a) == jax.tree.structure(b) and
+          all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))

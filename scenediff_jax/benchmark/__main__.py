@@ -1,12 +1,12 @@
 """`python -m scenediff_jax.benchmark`: see the package docstring."""
 import datetime
-import importlib.util
 import json
 import os
+import tempfile
 
 from absl import app, flags, logging
 
-from scenediff_jax import cli
+from scenediff_jax import cli, config_files
 
 SECTIONS = ('nearest', 'train_step', 'sampling', 'mesh', 'input')
 
@@ -27,19 +27,30 @@ _TRAIN_STAGES = flags.DEFINE_list('train_stages', 'diffusion,joint',
 _TRAIN_INIT = flags.DEFINE_enum('train_init', 'device', ['device', 'host'],
                                  'Create the train state on the default device, or on the host '
                                  'CPU and then place it (compile-time experiment).')
+_CACHE = flags.DEFINE_string('compilation_cache_dir', None, 'The persistent compilation cache '
+                             'of this run (default: a new temporary one, so compiles are cold).')
+_SAMPLING_VARIANT = flags.DEFINE_string('sampling_variant', 'default', 'Config variant of the '
+                                        'random-init model the sampling section times.')
+_COMPUTE_DTYPE = flags.DEFINE_enum('compute_dtype', None, ['float32', 'bfloat16'],
+                                   'Override every measured config\'s training.compute_dtype.')
 _EVAL_SCENES = flags.DEFINE_integer('eval_scenes', 100,
                                     'Test scenes for the DDPM vs DDIM pose metrics.')
 
 
-def config_loader(path):
-  """variant → ConfigDict of the config file at `path` (as main's --config=path:variant)."""
+def config_loader(path, compute_dtype=None):
+  """variant → ConfigDict of the config file at `path` (as main's --config=path:variant),
+  with training.compute_dtype set to `compute_dtype` if one is given."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} does not exist; run from the repository root or give '
                             '--config.')
-  spec = importlib.util.spec_from_file_location('benchmark_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config
+  get_config = config_files.load(path).get_config
+
+  def load(variant):
+    config = get_config(variant)
+    if compute_dtype:
+      config.training.compute_dtype = compute_dtype
+    return config
+  return load
 
 
 def run_section(name, quick, load_config):
@@ -48,9 +59,11 @@ def run_section(name, quick, load_config):
     return nearest.bench_nearest(quick)
   if name == 'train_step':
     return train_step.bench_train_step(quick, load_config, _TRAIN_VARIANTS.value,
-                                       _TRAIN_STAGES.value, _TRAIN_INIT.value == 'host')
+                                       _TRAIN_STAGES.value, _TRAIN_INIT.value == 'host',
+                                       _CONFIG.value)
   if name == 'sampling':
-    return sampling.bench_sampling(quick, load_config, _MODEL.value, _EVAL_SCENES.value)
+    return sampling.bench_sampling(quick, load_config, _MODEL.value, _EVAL_SCENES.value,
+                                   _SAMPLING_VARIANT.value)
   if name == 'mesh':
     return meshing.bench_mesh(quick, _SHAPE_WORKDIR.value)
   model = _MODEL.value
@@ -65,10 +78,14 @@ def benchmark():
   if not _TRAIN_STAGES.value or set(_TRAIN_STAGES.value) - {'diffusion', 'joint'}:
     raise ValueError(f'--train_stages={",".join(_TRAIN_STAGES.value)}: give diffusion, joint '
                      'or both.')
+  from scenediff_jax import compiler
   from scenediff_jax.benchmark import timing
-  load_config = config_loader(_CONFIG.value)
+  load_config = config_loader(_CONFIG.value, _COMPUTE_DTYPE.value)
+  # A fresh persistent cache: compile times are cold, and the train step's restart finds
+  # what this run compiled (a JAX_COMPILATION_CACHE_DIR of the environment wins).
+  cache = compiler.use_persistent_cache(_CACHE.value or tempfile.mkdtemp(prefix='jax_cache_'))
   results = {'date': datetime.date.today().isoformat(), 'quick': _QUICK.value,
-             'machine': timing.machine()}
+             'machine': timing.machine(), 'compilation_cache': cache}
   for name in SECTIONS:
     if name in _SECTIONS.value:
       logging.info('Benchmark section %s ...', name)

@@ -100,11 +100,12 @@ def pose_metrics_by_sampler(workdir, scenes, batch_size=50, seed=0) -> dict:
   return {'scenes': len(records), **rows}
 
 
-def bench_sampling(quick: bool, load_config, model_path=None, eval_scenes=100) -> dict:
+def bench_sampling(quick: bool, load_config, model_path=None, eval_scenes=100,
+                   variant='default') -> dict:
   if model_path:
     model, source = trained_model.load(model_path), model_path
   else:
-    model, source = random_model(load_config('smoke' if quick else 'default')), None
+    model, source = random_model(load_config('smoke' if quick else variant)), None
   result = {'model': source or 'random init (times only)', 'model_kind': model.source,
             'one_scene': time_one_scene(model, 20 if quick else 100,
                                         (32,) if quick else (64, 128), 2 if quick else 3)}

@@ -1,10 +1,15 @@
-"""The scene-diffusion train step (forward, backward, AdamW, EMA; one jit): steps/s,
-scenes/s, FLOPs per step from XLA's cost analysis (L_align's tiled search sits in a loop
-whose body counts once: its FLOPs are undercounted), and achieved FLOP/s as a share of the
-matrix-product peak measured in the same run (model FLOP/s utilisation, MFU). Both stages:
-`diffusion` (L_pose + L_shape) and `joint` (+ λ·L_align). Random batches of the right
-shapes stand in for data, so any machine can run it."""
+"""The scene-diffusion train step (forward, backward, AdamW, EMA; one jit): seconds to
+compile init and the step, steps/s, scenes/s, FLOPs per step from XLA's cost analysis
+(L_align's tiled search sits in a loop whose body counts once: its FLOPs are undercounted),
+and achieved FLOP/s as a share of the matrix-product peak measured in the same run for the
+config's compute dtype (model FLOP/s utilisation, MFU). Both stages: `diffusion` (L_pose +
+L_shape) and `joint` (+ λ·L_align). Then a restart: a new process (restart.py) initialises
+and runs its first step with the persistent compilation cache that this run filled. Random
+batches of the right shapes stand in for data, so any machine can run it."""
 import json
+import os
+import subprocess
+import sys
 import time
 
 from absl import logging
@@ -16,7 +21,7 @@ from scenediff_jax.benchmark import timing
 from scenediff_jax.geometry import camera
 from scenediff_jax.geometry.classes import CLASSES
 from scenediff_jax.geometry.normalization import SceneStatistics, Statistics
-from scenediff_jax.models.scene_model import make_model
+from scenediff_jax.models.scene_model import compute_dtype, make_model
 from scenediff_jax.training import scene_trainer, sharding
 
 IMAGE_SIZE = (192, 256)  # SynthRooms
@@ -82,7 +87,8 @@ def bench_config(config, peak_flops, repeats, stages=STAGES, init_on_host=False)
   model, schedule = make_model(config), diffusion.make_schedule(config)
   statistics = plausible_statistics(config)
   mesh = sharding.make_mesh()
-  rows = {'batch_size': t.batch_size, 'init_on_host': init_on_host}
+  rows = {'batch_size': t.batch_size, 'init_on_host': init_on_host,
+          'compute_dtype': compute_dtype(config).name}
   host_batch = random_batch(config, t.batch_size)
   start = time.perf_counter()
   if init_on_host:
@@ -121,16 +127,38 @@ def bench_config(config, peak_flops, repeats, stages=STAGES, init_on_host=False)
   return rows
 
 
+def restart_seconds(config_file, variant, stage, dtype) -> dict:
+  """restart.py's seconds for a config variant, in a new process with this run's cache."""
+  command = [sys.executable, '-m', 'scenediff_jax.benchmark.restart', config_file, variant,
+             dtype, jax.config.jax_compilation_cache_dir or '', stage]
+  done = subprocess.run(command, capture_output=True, text=True, check=False,
+                        env={**os.environ, 'JAX_PLATFORMS': jax.default_backend()})
+  if done.returncode:
+    raise RuntimeError(f'The restart benchmark failed: {done.stderr[-2000:]}')
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def bench_train_step(quick: bool, load_config, variants=('default', 'paper'),
-                     stages=STAGES, init_on_host=False) -> dict:
-  peak = timing.matmul_peak(quick)
-  result = {'matmul_peak': peak}
+                     stages=STAGES, init_on_host=False, config_file=None) -> dict:
+  """Every variant's bench_config, and its restart (with `config_file`, the file that
+  load_config reads: the new process loads it again)."""
+  peaks = {'float32': timing.matmul_peak(quick)}
+  result = {'matmul_peak': peaks['float32']}
   if jax.default_backend() == 'gpu':  # the card's tensor-core ceiling, for reference
-    result['matmul_peak_bfloat16'] = timing.matmul_peak(quick, jax.numpy.bfloat16)
+    peaks['bfloat16'] = result['matmul_peak_bfloat16'] = timing.matmul_peak(
+        quick, jax.numpy.bfloat16)
   logging.info('matmul peak: %s', json.dumps(result))
   for variant in (['smoke'] if quick else variants):
-    result[variant] = bench_config(load_config(variant), peak['flops_per_second'],
-                                   2 if quick else 5, stages, init_on_host)
+    config = load_config(variant)
+    dtype = compute_dtype(config).name
+    if dtype not in peaks:  # MFU against the peak of the dtype the products run in
+      peaks[dtype] = result[f'matmul_peak_{dtype}'] = timing.matmul_peak(quick, dtype)
+    result[variant] = bench_config(config, peaks[dtype]['flops_per_second'], 2 if quick else 5,
+                                   stages, init_on_host)
+    if config_file and jax.config.jax_compilation_cache_dir:
+      result[variant]['restart'] = restart = restart_seconds(config_file, variant, stages[0],
+                                                             dtype)
+      logging.info('%s restart with the cache warm: %s', variant, json.dumps(restart))
   measured = [result[v][s] for v in result if not v.startswith('matmul') for s in stages]
   result['check'] = {'passed': all(s['loss_finite'] and (s['flops_per_step'] or 0) > 0
                                    for s in measured),

@@ -19,6 +19,7 @@ per-channel scale and bias and ImageNet pixel statistics, so that ImageNet weigh
 by models/resnet_weights.py fit it.
 """
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,12 +49,13 @@ class FrozenBatchNorm(nn.Module):
   """BatchNorm in inference form: y = x·scale + bias per channel, the running statistics
   folded into scale and bias (models/resnet_weights.py). Pure: nothing to update."""
   scale_init: nn.initializers.Initializer = nn.initializers.ones
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     scale = self.param('scale', self.scale_init, (x.shape[-1],))
     bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],))
-    return x * scale + bias
+    return (x * scale + bias).astype(self.dtype)
 
 
 def _norm(channels: int, kind: str = 'group', **kwargs):
@@ -64,12 +66,12 @@ def _norm(channels: int, kind: str = 'group', **kwargs):
   return nn.GroupNorm(num_groups=num_groups(channels), **kwargs)
 
 
-def _conv(features: int, kernel: int, strides: int = 1):
+def _conv(features: int, kernel: int, strides: int = 1, dtype=jnp.float32):
   # Explicit torch-style padding: output size ceil(H / stride) and a fixed alignment
   # (padding='SAME' pads asymmetrically for stride 2).
   pad = (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)),
-                 use_bias=False, kernel_init=_CONV_INIT)
+                 use_bias=False, kernel_init=_CONV_INIT, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
@@ -77,15 +79,17 @@ class BasicBlock(nn.Module):
   width: int
   strides: int = 1
   norm: str = 'group'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    norm = functools.partial(_norm, kind=self.norm)
-    y = nn.relu(norm(self.width)(_conv(self.width, 3, self.strides)(x)))
+    norm = functools.partial(_norm, kind=self.norm, dtype=self.dtype)
+    conv = functools.partial(_conv, dtype=self.dtype)
+    y = nn.relu(norm(self.width)(conv(self.width, 3, self.strides)(x)))
     # Zero-initialised last scale: every block starts as the identity (Goyal et al. 2017).
-    y = norm(self.width, scale_init=nn.initializers.zeros)(_conv(self.width, 3)(y))
+    y = norm(self.width, scale_init=nn.initializers.zeros)(conv(self.width, 3)(y))
     if self.strides != 1 or x.shape[-1] != self.width:
-      x = norm(self.width)(_conv(self.width, 1, self.strides)(x))
+      x = norm(self.width)(conv(self.width, 1, self.strides)(x))
     return nn.relu(x + y)
 
 
@@ -94,16 +98,18 @@ class BottleneckBlock(nn.Module):
   width: int
   strides: int = 1
   norm: str = 'group'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     out = 4 * self.width
-    norm = functools.partial(_norm, kind=self.norm)
-    y = nn.relu(norm(self.width)(_conv(self.width, 1)(x)))
-    y = nn.relu(norm(self.width)(_conv(self.width, 3, self.strides)(y)))
-    y = norm(out, scale_init=nn.initializers.zeros)(_conv(out, 1)(y))
+    norm = functools.partial(_norm, kind=self.norm, dtype=self.dtype)
+    conv = functools.partial(_conv, dtype=self.dtype)
+    y = nn.relu(norm(self.width)(conv(self.width, 1)(x)))
+    y = nn.relu(norm(self.width)(conv(self.width, 3, self.strides)(y)))
+    y = norm(out, scale_init=nn.initializers.zeros)(conv(out, 1)(y))
     if self.strides != 1 or x.shape[-1] != out:
-      x = norm(out)(_conv(out, 1, self.strides)(x))
+      x = norm(out)(conv(out, 1, self.strides)(x))
     return nn.relu(x + y)
 
 
@@ -129,6 +135,7 @@ class ResNet(nn.Module):
   base_width: int = 64
   num_stages: int = 4
   norm: str = 'group'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image):
@@ -139,12 +146,15 @@ class ResNet(nn.Module):
     block, counts = RESNET_BLOCKS[self.depth]
     mean, std = IMAGENET_PIXELS if self.norm == 'frozen_batch' else CENTERED_PIXELS
     x = (image.astype(jnp.float32) / 255.0 - jnp.array(mean)) / jnp.array(std)
-    x = nn.relu(_norm(self.base_width, self.norm)(_conv(self.base_width, 7, 2)(x)))
+    x = nn.relu(_norm(self.base_width, self.norm, dtype=self.dtype)(
+        _conv(self.base_width, 7, 2, self.dtype)(x)))
     x = max_pool_3x3_stride_2(x)
+    # Not scanned (layer_stacks): on a CPU, XLA runs convolutions inside a loop 3× slower
+    # (BENCHMARKS.md, "Compilation").
     for stage in range(self.num_stages):
       for i in range(counts[stage]):
         x = block(self.base_width * 2 ** stage, strides=2 if stage > 0 and i == 0 else 1,
-                  norm=self.norm)(x)
+                  norm=self.norm, dtype=self.dtype)(x)
     return x
 
 
@@ -224,14 +234,16 @@ class RoiHead(nn.Module):
   """ROI features [..., S, S, C] → one vector per object [..., width]:
   3 × (3×3 conv + GroupNorm + LeakyReLU(0.2)), flatten (keeps the layout), Dense."""
   width: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])  # GroupNorm normalises each object on its own
     for _ in range(3):
-      x = nn.leaky_relu(_norm(self.width)(nn.Conv(self.width, (3, 3))(x)), 0.2)
-    return nn.Dense(self.width)(x.reshape(*lead, -1))
+      x = nn.Conv(self.width, (3, 3), dtype=self.dtype)(x)
+      x = nn.leaky_relu(_norm(self.width, dtype=self.dtype)(x), 0.2)
+    return nn.Dense(self.width, dtype=self.dtype)(x.reshape(*lead, -1))
 
 
 class ImageEncoder(nn.Module):
@@ -253,15 +265,17 @@ class ImageEncoder(nn.Module):
   layout_from_image: bool = True
   norm: str = 'group'  # the backbone's: 'frozen_batch' for converted torchvision weights
   num_classes: int = len(CLASSES)
+  dtype: Any = jnp.float32  # of the convolutions and products (training.compute_dtype)
 
   def setup(self):
-    self.backbone = ResNet(self.resnet_depth, self.base_width, self.num_stages, self.norm)
-    self.project = nn.Conv(self.roi_channels, (1, 1))
-    self.roi_head = RoiHead(self.feature_width)
-    self.output = nn.Dense(self.condition_size)
+    self.backbone = ResNet(self.resnet_depth, self.base_width, self.num_stages, self.norm,
+                           self.dtype)
+    self.project = nn.Conv(self.roi_channels, (1, 1), dtype=self.dtype)
+    self.roi_head = RoiHead(self.feature_width, self.dtype)
+    self.output = nn.Dense(self.condition_size, dtype=self.dtype)
     if self.layout_from_image:
-      self.layout_head = RoiHead(self.feature_width)
-      self.layout_output = nn.Dense(self.condition_size)
+      self.layout_head = RoiHead(self.feature_width, self.dtype)
+      self.layout_output = nn.Dense(self.condition_size, dtype=self.dtype)
     else:
       self.layout_token = self.param('layout_token', nn.initializers.normal(1.0),
                                      (self.condition_size,))
@@ -294,7 +308,7 @@ class ImageEncoder(nn.Module):
       ], axis=-1))
     else:
       layout = jnp.broadcast_to(self.layout_token, (batch_size, 1, self.condition_size))
-    y = jnp.concatenate([layout, objects], axis=1)
+    y = jnp.concatenate([layout, objects], axis=1).astype(jnp.float32)
     if drop is not None:
       y = jnp.where(jnp.asarray(drop)[:, None, None], self.null_condition, y)
     return y

@@ -1,18 +1,23 @@
 """Small building blocks shared by the models: MLPs, sine positional encoding, attention."""
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+# Every module takes `dtype`, the dtype its matrix products run in (training.compute_dtype);
+# parameters stay float32 (flax's param_dtype) and norms compute their statistics in float32.
 
 
 class MLP(nn.Module):
   """Dense layers with GELU between them (none after the last)."""
   features: Sequence[int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     for i, f in enumerate(self.features):
-      x = nn.Dense(f)(x)
+      x = nn.Dense(f, dtype=self.dtype)(x)
       if i < len(self.features) - 1:
         x = nn.gelu(x)
     return x
@@ -30,14 +35,17 @@ class AttentionBlock(nn.Module):
   """Pre-norm (cross-)attention followed by an MLP, both residual."""
   num_heads: int
   mlp_ratio: int = 2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, context=None):
     width = x.shape[-1]
     context = x if context is None else context
-    h = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, nn.LayerNorm()(context))
-    return x + MLP((width * self.mlp_ratio, width))(nn.LayerNorm()(x))
+    norm = lambda: nn.LayerNorm(dtype=self.dtype)
+    h = norm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(
+        h, norm()(context))
+    return x + MLP((width * self.mlp_ratio, width), self.dtype)(norm()(x))
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):
@@ -55,13 +63,15 @@ class TransformerLayer(nn.Module):
   """
   num_heads: int
   mlp_ratio: int = 2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, context=None, mask=None):
     width = x.shape[-1]
-    h = nn.LayerNorm()(x)
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h, mask=mask)
+    norm = lambda: nn.LayerNorm(dtype=self.dtype)
+    attention = lambda: nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)
+    h = norm()(x)
+    x = x + attention()(h, h, mask=mask)
     if context is not None:
-      x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(nn.LayerNorm()(x),
-                                                                         nn.LayerNorm()(context))
-    return x + MLP((width * self.mlp_ratio, width))(nn.LayerNorm()(x))
+      x = x + attention()(norm()(x), norm()(context))
+    return x + MLP((width * self.mlp_ratio, width), self.dtype)(norm()(x))

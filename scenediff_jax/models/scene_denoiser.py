@@ -14,10 +14,13 @@ Sizes (`config.denoiser`):
                           time_frequencies=16)
 """
 from collections.abc import Sequence
+import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from scenediff_jax.models import layer_stacks
 from scenediff_jax.models.layers import MLP, TransformerLayer, timestep_embedding
 
 # y_i is split into this many tokens so cross-attention has something to choose between
@@ -33,14 +36,17 @@ class TimeResBlock(nn.Module):
   let padding leak into real elements.
   """
   width: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, temb):
-    h = nn.Dense(self.width)(nn.gelu(nn.LayerNorm()(x)))
-    scale, shift = jnp.split(nn.Dense(2 * self.width)(nn.silu(temb))[:, None], 2, axis=-1)
-    h = nn.LayerNorm()(h) * (1.0 + scale) + shift
-    h = nn.Dense(self.width)(nn.gelu(h))
-    skip = x if x.shape[-1] == self.width else nn.Dense(self.width)(x)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    norm = functools.partial(nn.LayerNorm, dtype=self.dtype)
+    h = dense(self.width)(nn.gelu(norm()(x)))
+    scale, shift = jnp.split(dense(2 * self.width)(nn.silu(temb))[:, None], 2, axis=-1)
+    h = norm()(h) * (1.0 + scale) + shift
+    h = dense(self.width)(nn.gelu(h))
+    skip = x if x.shape[-1] == self.width else dense(self.width)(x)
     return skip + h
 
 
@@ -50,18 +56,23 @@ class PoseBlock(nn.Module):
   num_heads: int
   head_dim: int
   use_isa: bool
+  dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, temb, context, mask):
-    """x [B, E, W_in], temb [B, T], context [B, E, K, C], mask [B, E] → [B, E, width]."""
-    x = TimeResBlock(self.width)(x, temb)
+  def __call__(self, x, temb, context, mask, skip=None):
+    """x [B, E, W_in], temb [B, T], context [B, E, K, C], mask [B, E] → [B, E, width];
+    a decoder block's `skip` (the encoder output of its level) is concatenated to x first."""
+    if skip is not None:
+      x = jnp.concatenate([x, skip], -1)
+    x = TimeResBlock(self.width, self.dtype)(x, temb)
     attention = lambda: nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, qkv_features=self.num_heads * self.head_dim)
+        num_heads=self.num_heads, qkv_features=self.num_heads * self.head_dim, dtype=self.dtype)
+    norm = functools.partial(nn.LayerNorm, dtype=self.dtype)
     # Each element is its own batch entry with one query: it sees only its own condition.
-    h = nn.LayerNorm()(x)[..., None, :]
-    x = x + attention()(h, nn.LayerNorm()(context))[..., 0, :]
+    h = norm()(x)[..., None, :]
+    x = x + attention()(h, norm()(context))[..., 0, :]
     if self.use_isa:
-      h = nn.LayerNorm()(x)
+      h = norm()(x)
       # Key mask only: padded queries still see the layout (always valid), so no empty rows.
       x = x + attention()(h, h, mask=mask[:, None, None, :])
     return x
@@ -69,22 +80,39 @@ class PoseBlock(nn.Module):
 
 class PoseUNet(nn.Module):
   """Set UNet over scene elements: encoder blocks, then mirrored decoder blocks whose input
-  is the previous output concatenated with the encoder output of the same level."""
+  is the previous output concatenated with the encoder output of the same level.
+
+  Consecutive blocks with the same input and output widths run scanned (layer_stacks): the
+  paper's 8 + 8 blocks compile as 5 + 5. Blocks are numbered PoseBlock_0 … _{2L−1}, the
+  encoder's first.
+  """
   widths: Sequence[int]
   num_heads: int
   head_dim: int
   use_isa: bool
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, temb, context, mask):
-    block = lambda w: PoseBlock(w, self.num_heads, self.head_dim, self.use_isa)
+    widths, depth = list(self.widths), len(self.widths)
+    fields = dict(num_heads=self.num_heads, head_dim=self.head_dim, use_isa=self.use_isa,
+                  dtype=self.dtype)
+    shared = (temb, context, mask)
+    broadcast = (nn.broadcast,) * 3
     skips = []
-    for w in self.widths:
-      x = block(w)(x, temb, context, mask)
-      skips.append(x)
-    for w, skip in zip(reversed(self.widths), reversed(skips)):
-      x = block(w)(jnp.concatenate([x, skip], -1), temb, context, mask)
-    return nn.LayerNorm()(x)
+    encoder = [(x.shape[-1] if i == 0 else widths[i - 1], w) for i, w in enumerate(widths)]
+    for start, stop in layer_stacks.runs(encoder):
+      x, outputs = layer_stacks.run(PoseBlock, 'PoseBlock', start, stop - start, x, *shared,
+                                    in_axes=broadcast, emit=True, width=widths[start], **fields)
+      skips += list(outputs)
+    skips.reverse()
+    decoder = widths[::-1]
+    signatures = [((decoder[j - 1] if j else widths[-1]) + w, w) for j, w in enumerate(decoder)]
+    for start, stop in layer_stacks.runs(signatures):
+      x, _ = layer_stacks.run(PoseBlock, 'PoseBlock', depth + start, stop - start, x, *shared,
+                              jnp.stack(skips[start:stop]), in_axes=(*broadcast, 0),
+                              width=decoder[start], **fields)
+    return nn.LayerNorm(dtype=self.dtype)(x)
 
 
 class PartDenoiser(nn.Module):
@@ -92,19 +120,28 @@ class PartDenoiser(nn.Module):
   then `layers[1]` layers that also cross-attend to `context`. Returns the token features."""
   layers: Sequence[int]
   num_heads: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens, context):
-    for _ in range(self.layers[0]):
-      tokens = TransformerLayer(self.num_heads)(tokens)
-    for _ in range(self.layers[1]):
-      tokens = TransformerLayer(self.num_heads)(tokens, context)
-    return nn.LayerNorm()(tokens)
+    # Each group runs scanned (layer_stacks): TransformerLayer_0 … _{a−1} attend to the
+    # tokens only, the next b also to the context.
+    first, cross = self.layers
+    if first:
+      tokens, _ = layer_stacks.run(TransformerLayer, 'TransformerLayer', 0, first, tokens,
+                                   num_heads=self.num_heads, dtype=self.dtype)
+    if cross:
+      tokens, _ = layer_stacks.run(TransformerLayer, 'TransformerLayer', first, cross, tokens,
+                                   context, in_axes=(nn.broadcast,), num_heads=self.num_heads,
+                                   dtype=self.dtype)
+    return nn.LayerNorm(dtype=self.dtype)(tokens)
 
 
 def _zero_dense(features, name):
-  # ε̂ = 0 at initialisation: the first loss is the noise variance, not a random guess.
-  return nn.Dense(features, kernel_init=nn.initializers.zeros, name=name)
+  # ε̂ = 0 at initialisation: the first loss is the noise variance, not a random guess. The
+  # outputs are float32 whatever the compute dtype: the losses are computed in float32.
+  dense = nn.Dense(features, kernel_init=nn.initializers.zeros, name=name)
+  return lambda x: dense(x.astype(jnp.float32))
 
 
 class SceneDenoiser(nn.Module):
@@ -122,6 +159,7 @@ class SceneDenoiser(nn.Module):
   gaussian_layers: Sequence[int] = (2, 6)
   intrinsic_layers: Sequence[int] = (6, 6)
   time_frequencies: int = 128
+  dtype: Any = jnp.float32  # of the matrix products (training.compute_dtype)
 
   @nn.compact
   def __call__(self, noisy, t, condition, mask):
@@ -134,14 +172,15 @@ class SceneDenoiser(nn.Module):
 
     # Time: sinusoid → MLP, shared by every block (each block has its own scale/shift).
     time_width = 4 * width0
-    temb = MLP((time_width, time_width))(timestep_embedding(t, self.time_frequencies))
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    temb = MLP((time_width, time_width), self.dtype)(timestep_embedding(t, self.time_frequencies))
 
     # Element features. Objects also see their flattened noisy Gaussians, so the pose is
     # denoised knowing the shape it will carry.
-    layout_x = nn.Dense(width0, name='layout_in')(layout)[:, None]
+    layout_x = dense(width0, name='layout_in')(layout)[:, None]
     shape_summary = gaussians.reshape(batch, num_objects, -1)
-    objects_x = (nn.Dense(width0, name='pose_in')(pose) +
-                 nn.Dense(width0, name='shape_summary_in')(shape_summary))
+    objects_x = (dense(width0, name='pose_in')(pose) +
+                 dense(width0, name='shape_summary_in')(shape_summary))
     x = jnp.concatenate([layout_x, objects_x], 1)
     element_mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], 1)
 
@@ -150,7 +189,7 @@ class SceneDenoiser(nn.Module):
     attention_width = self.num_heads * self.head_dim
     context = self._tokens(condition, attention_width, temb, 'pose_condition')
 
-    features = PoseUNet(self.pose_widths, self.num_heads, self.head_dim, self.use_isa)(
+    features = PoseUNet(self.pose_widths, self.num_heads, self.head_dim, self.use_isa, self.dtype)(
         x, temb, context, element_mask)
     eps_layout = _zero_dense(POSE_SIZE, 'layout_out')(features[:, 0])
     eps_pose = _zero_dense(POSE_SIZE, 'pose_out')(features[:, 1:])
@@ -158,21 +197,23 @@ class SceneDenoiser(nn.Module):
     # Shape stages. The object context: its condition tokens, its pose features, t.
     object_context = jnp.concatenate([
         self._tokens(condition[:, 1:], sw, temb, 'shape_condition'),
-        nn.Dense(sw, name='pose_features')(features[:, 1:])[:, :, None]], 2)
-    time_token = nn.Dense(sw, name='shape_time')(temb)[:, None, None]
+        dense(sw, name='pose_features')(features[:, 1:])[:, :, None]], 2)
+    time_token = dense(sw, name='shape_time')(temb)[:, None, None]
 
     # (a) Gaussians. Parts get a learned per-index embedding: the autoencoder's
     # decomposition gives part k a consistent role.
     part_embedding = self.param('part_embedding', nn.initializers.normal(0.02), (num_parts, sw))
-    tokens = nn.Dense(sw, name='gaussians_in')(gaussians) + part_embedding + time_token
-    gaussian_features = PartDenoiser(self.gaussian_layers, self.shape_heads, name='gaussian_stage')(
+    tokens = dense(sw, name='gaussians_in')(gaussians) + part_embedding + time_token
+    gaussian_features = PartDenoiser(self.gaussian_layers, self.shape_heads, self.dtype,
+                                     name='gaussian_stage')(
         tokens, object_context)
     eps_gaussians = _zero_dense(gaussians.shape[-1], 'gaussians_out')(gaussian_features)
 
     # (b) Intrinsics, conditioned on the Gaussian stage's token of the same part and on all.
-    tokens = (nn.Dense(sw, name='intrinsics_in')(intrinsics) +
-              nn.Dense(sw, name='gaussian_features_in')(gaussian_features) + time_token)
-    intrinsic_stage = PartDenoiser(self.intrinsic_layers, self.shape_heads, name='intrinsic_stage')
+    tokens = (dense(sw, name='intrinsics_in')(intrinsics) +
+              dense(sw, name='gaussian_features_in')(gaussian_features) + time_token)
+    intrinsic_stage = PartDenoiser(self.intrinsic_layers, self.shape_heads, self.dtype,
+                                   name='intrinsic_stage')
     intrinsic_features = intrinsic_stage(
         tokens, jnp.concatenate([gaussian_features, object_context], 2))
     eps_intrinsics = _zero_dense(intrinsics.shape[-1], 'intrinsics_out')(intrinsic_features)
@@ -184,7 +225,7 @@ class SceneDenoiser(nn.Module):
 
   def _tokens(self, y, width, temb, name):
     """y [B, E, C] → [B, E, CONDITION_TOKENS + 1, width]: y's tokens and a time token."""
-    tokens = nn.Dense(CONDITION_TOKENS * width, name=f'{name}_tokens')(y)
+    tokens = nn.Dense(CONDITION_TOKENS * width, dtype=self.dtype, name=f'{name}_tokens')(y)
     tokens = tokens.reshape(*y.shape[:-1], CONDITION_TOKENS, width)
-    time = nn.Dense(width, name=f'{name}_time')(temb)[:, None, None]
+    time = nn.Dense(width, dtype=self.dtype, name=f'{name}_time')(temb)[:, None, None]
     return jnp.concatenate([tokens, jnp.broadcast_to(time, (*y.shape[:-1], 1, width))], 2)

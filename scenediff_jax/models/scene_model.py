@@ -39,9 +39,21 @@ class SceneModel(nn.Module):
     return self.denoise(noisy, t, self.condition(batch), batch['mask'])
 
 
+def compute_dtype(config):
+  """The dtype of the matrix products and convolutions: config.training.compute_dtype
+  ('float32', the default and that of workdirs trained before it existed, or 'bfloat16').
+  Parameters, optimizer state and losses stay float32 whatever it is."""
+  name = config.training.get('compute_dtype', 'float32')
+  if name not in ('float32', 'bfloat16'):
+    raise ValueError(f"config.training.compute_dtype must be 'float32' or 'bfloat16', not "
+                     f'{name!r}.')
+  return jnp.dtype(name)
+
+
 def make_model(config) -> SceneModel:
-  return SceneModel(image_encoder=config.image_encoder.to_dict(),
-                    denoiser=config.denoiser.to_dict())
+  dtype = compute_dtype(config)
+  return SceneModel(image_encoder={**config.image_encoder.to_dict(), 'dtype': dtype},
+                    denoiser={**config.denoiser.to_dict(), 'dtype': dtype})
 
 
 def init_inputs(config, image_size, batch_size=1):

@@ -10,7 +10,10 @@ import time
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from scenediff_jax.models import layer_stacks
 
 
 class CheckpointUnreadable(RuntimeError):
@@ -46,6 +49,16 @@ def _check_shapes(saved, abstract, step, directory):
           'config.json it was trained with.')
 
 
+def _place(array, abstract):
+  """A host array as a jax.Array of `abstract`'s dtype and sharding (every process passes
+  the whole array; each places its own shards)."""
+  array = np.asarray(array, abstract.dtype)
+  sharding = getattr(abstract, 'sharding', None)
+  if sharding is None:
+    return jax.numpy.asarray(array)
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
 class Checkpointer:
   """Saves a train state (any pytree of arrays) every so often, keeps the last few.
 
@@ -60,7 +73,9 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                              read_only=read_only),
         # The generic pytree handler reads what StandardSave wrote, and can read part of it.
-        item_handlers=ocp.PyTreeCheckpointHandler() if read_only else None)
+        # Naming the handler also lets a fresh manager read a checkpoint's metadata.
+        item_handlers=(ocp.PyTreeCheckpointHandler() if read_only
+                       else ocp.StandardCheckpointHandler()))
 
   @property
   def directory(self):
@@ -96,10 +111,13 @@ class Checkpointer:
     for candidate in steps:
       logging.info('Restoring checkpoint %d from %s', candidate, self.directory)
       try:
-        if self.read_only and abstract_state is not None:
-          _check_shapes(self.manager.item_metadata(candidate).tree, abstract_state, candidate,
-                        self.directory)
-        state = self.manager.restore(candidate, args=self._restore_args(abstract_state))
+        metadata = None if abstract_state is None else self.manager.item_metadata(candidate).tree
+        if metadata is not None and layer_stacks.is_unrolled(metadata, abstract_state):
+          state = self._restore_unrolled(candidate, abstract_state, metadata)
+        else:
+          if self.read_only and metadata is not None:
+            _check_shapes(metadata, abstract_state, candidate, self.directory)
+          state = self.manager.restore(candidate, args=self._restore_args(abstract_state))
       except CheckpointMismatch:
         raise
       except Exception as error:  # orbax raises many kinds for damaged files
@@ -132,6 +150,35 @@ class Checkpointer:
     return ocp.args.PyTreeRestore(
         abstract_state, partial_restore=True,
         restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+
+  def _restore_unrolled(self, step, abstract_state, metadata):
+    """A checkpoint written before repeated layers were scanned (models/layer_stacks.py):
+    read as it was saved, its runs of layers stacked into `abstract_state`'s layout. The
+    checkpoint stays as it is; training's next save writes the scanned layout."""
+    logging.info('Checkpoint %d in %s holds repeated layers one by one (saved before they '
+                 'were scanned); stacking them.', step, self.directory)
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    reader = ocp.PyTreeCheckpointer()
+    try:
+      saved = reader.restore(os.path.join(self.directory, str(step), 'default'),
+                             args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    finally:
+      reader.close()
+    try:
+      stacked = layer_stacks.stack_like(saved, abstract_state)
+    except KeyError as error:
+      raise CheckpointMismatch(
+          f'Checkpoint {step} in {self.directory} holds no array {error} that the config asks '
+          'for: it was trained with another config. Give the config.json it was trained '
+          'with.') from None
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(stacked),
+                                 jax.tree.leaves(abstract_state)):
+      if np.shape(got) != tuple(want.shape):
+        raise CheckpointMismatch(
+            f'Checkpoint {step} in {self.directory} holds {jax.tree_util.keystr(path)} of '
+            f'shape {np.shape(got)} where the config asks for {tuple(want.shape)}: it was '
+            'trained with another config. Give the config.json it was trained with.')
+    return jax.tree.map(_place, stacked, abstract_state)
 
   def _move_aside(self, step):
     """Moves checkpoint `step` out of the manager's sight (training writes the step again)."""

@@ -32,6 +32,7 @@ CHOICES = (
     ('diffusion.loss_weighting', ('none', 'min_snr', 'clamped_snr')),
     ('training.align_weighting', ('uniform', 'signal')),
     ('training.latent_normalization', ('channel', 'part')),
+    ('training.compute_dtype', ('float32', 'bfloat16')),
 )
 
 

@@ -14,7 +14,14 @@ def several_processes(env=os.environ) -> bool:
 
 def initialize() -> None:
   if several_processes():
-    jax.distributed.initialize()  # reads the coordinator, count and id from the environment
+    if not os.environ.get('JAX_CPU_COLLECTIVES_IMPLEMENTATION'):
+      # CPU devices of several processes talk through gloo (no effect on GPUs and TPUs).
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # JAX reads JAX_COORDINATOR_ADDRESS itself but not the count and id: those come from
+    # here, or from the cluster's own detection (SLURM, TPU) when they are not set.
+    count, index = os.environ.get('JAX_NUM_PROCESSES'), os.environ.get('JAX_PROCESS_ID')
+    jax.distributed.initialize(num_processes=None if count is None else int(count),
+                               process_id=None if index is None else int(index))
     logging.info('Process %d of %d: %d of %d devices.', jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
   if jax.process_index() != 0:
