@@ -54,12 +54,13 @@ def create_state(config, model, example_batch, key) -> TrainState:
   params = jax.jit(model.init)(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
-  # The EMA starts as a copy that device_put makes without compiling anything (a jitted copy
-  # of the paper's 608 arrays compiles for 5 s), the optimizer's moments as host zeros.
   tx = make_optimizer(config)
   if jax.process_count() > 1:  # host zeros and device_put copies would be one process's arrays
     return jax.jit(lambda p: TrainState.create(apply_fn=model.apply, params=p, tx=tx,
                                                ema_params=jax.tree.map(jnp.copy, p)))(params)
+  # One process: the EMA starts as a copy that device_put makes without compiling anything (a
+  # jitted copy of the paper's 608 arrays compiles for 5 s), the optimizer's moments as host
+  # zeros.
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
                     opt_state=zero_optimizer_state(tx, params),
                     ema_params=jax.device_put(params, may_alias=False))
