@@ -89,6 +89,17 @@ class Checkpointer:
   def all_steps(self):
     return sorted(self.manager.all_steps())
 
+  def saved_tree(self, step=None):
+    """The metadata tree (nested dicts, an array's metadata at each leaf) of checkpoint `step`
+    (default: the latest); None when there is none or it cannot be read."""
+    step = self.latest_step if step is None else step
+    if step is None:
+      return None
+    try:
+      return self.manager.item_metadata(step).tree
+    except Exception:  # pylint: disable=broad-except  # restore() says what is wrong
+      return None
+
   def save(self, step: int, state, force: bool = False):
     self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 

@@ -15,6 +15,7 @@ from typing import Any
 from absl import logging
 from flax.training import train_state
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -44,7 +45,9 @@ class TrainState(train_state.TrainState):
   ema_params: Any = None
 
 
-def create_state(config, model, example_batch, key) -> TrainState:
+def create_state(config, model, example_batch, key, flat_moments=None) -> TrainState:
+  """Parameters drawn from `key`, their EMA, and AdamW's state (make_optimizer(config,
+  flat_moments))."""
   b = example_batch
   t = config.training
   timesteps = jnp.zeros(b['image'].shape[:1], jnp.int32)
@@ -54,7 +57,7 @@ def create_state(config, model, example_batch, key) -> TrainState:
   params = jax.jit(model.init)(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
-  tx = make_optimizer(config)
+  tx = make_optimizer(config, flat_moments)
   if jax.process_count() > 1:  # host zeros and device_put copies would be one process's arrays
     return jax.jit(lambda p: TrainState.create(apply_fn=model.apply, params=p, tx=tx,
                                                ema_params=jax.tree.map(jnp.copy, p)))(params)
@@ -66,15 +69,29 @@ def create_state(config, model, example_batch, key) -> TrainState:
                     ema_params=jax.device_put(params, may_alias=False))
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW after clipping the gradients' global norm, on a warm-up + cosine schedule."""
+def has_flat_moments(config) -> bool:
+  """Whether make_optimizer works on one flat vector: yes unless the config's mesh has a
+  'model' axis, which shards each large array (and its moments) on its own."""
+  return 'model' not in [name for name, _ in config.get('mesh', sharding.DATA_PARALLEL)]
+
+
+def make_optimizer(config, flat_moments=None) -> optax.GradientTransformation:
+  """AdamW after clipping the gradients' global norm, on a warm-up + cosine schedule.
+
+  With `flat_moments` (default: has_flat_moments(config)) it updates one vector of all the
+  parameters (optax.flatten): a few kernels instead of about seven per parameter array,
+  which the paper's 608 arrays pay for in tracing, compiling and loading the step
+  (BENCHMARKS.md, section 6). The same numbers either way (tested).
+  """
   t = config.training
   total = t.diffusion_steps + t.joint_steps
   schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
                                                 max(total, t.warmup_steps + 1),
                                                 t.learning_rate * 0.05)
-  return optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                     optax.adamw(schedule, weight_decay=t.weight_decay))
+  tx = optax.chain(optax.clip_by_global_norm(t.grad_clip),
+                   optax.adamw(schedule, weight_decay=t.weight_decay))
+  return optax.flatten(tx) if (has_flat_moments(config) if flat_moments is None
+                               else flat_moments) else tx
 
 
 def zero_optimizer_state(tx, params):
@@ -138,6 +155,7 @@ def make_train_step(model, schedule, statistics, config, mesh=None):
   """train_step(state, batch, key, align) → (state, metrics); `align` is static (one
   compilation per stage). With a mesh, the new state keeps the state's sharding rules."""
   decay = config.training.ema_decay
+  flat = has_flat_moments(config)
 
   @functools.partial(compiler.jit, donate_argnums=0, static_argnums=3)
   def train_step(state, batch, key, align):
@@ -145,7 +163,10 @@ def make_train_step(model, schedule, statistics, config, mesh=None):
         loss_fn, model=model, schedule=schedule, statistics=statistics, config=config,
         align=align), has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, key)
-    metrics['grad_norm'] = optax.tree.norm(grads)
+    # Flat, the norm of the vector the optimizer concatenates anyway (XLA makes it once): one
+    # reduction instead of one per array.
+    metrics['grad_norm'] = (jnp.linalg.norm(ravel_pytree(grads)[0]) if flat
+                            else optax.tree.norm(grads))
     state = state.apply_gradients(grads=grads)
     # EMA with a warm-up, so early evaluations are not dominated by the random init.
     rate = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
@@ -175,15 +196,43 @@ def initial_state(config, model, example_batch, mesh):
   return jax.device_put(state, sharding.state_sharding(mesh, state))
 
 
+def abstract_state(config, model, example_batch, mesh, flat_moments=None):
+  """create_state's shapes, dtypes and (by the sharding rules) shardings, traced by
+  jax.eval_shape: nothing is initialised or compiled."""
+  abstract = jax.eval_shape(functools.partial(create_state, config, model,
+                                              flat_moments=flat_moments),
+                            example_batch, _init_key(config))
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+                      sharding.state_sharding(mesh, abstract))
+
+
 def restore_state(checkpointer, config, model, example_batch, mesh):
-  """The latest checkpoint, restored onto the mesh by the sharding rules. Shapes come from
-  tracing create_state (jax.eval_shape), so nothing is initialised or compiled first."""
-  abstract = jax.eval_shape(functools.partial(create_state, config, model), example_batch,
-                            _init_key(config))
-  abstract = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
-      sharding.state_sharding(mesh, abstract))
-  return checkpointer.restore(abstract)
+  """The latest checkpoint, restored onto the mesh by the sharding rules. A checkpoint that
+  holds AdamW's moments per array (saved before they were flat, make_optimizer) is read in
+  that layout and its moments concatenated; the next save writes the flat layout."""
+  abstract = abstract_state(config, model, example_batch, mesh)
+  saved = checkpointer.saved_tree()
+  if saved is None or (len(jax.tree.leaves(saved.get('opt_state')))
+                       == len(jax.tree.leaves(abstract.opt_state))):
+    return checkpointer.restore(abstract)
+  logging.info("The checkpoint holds AdamW's moments per array; concatenating them.")
+  per_array = abstract_state(config, model, example_batch, mesh, flat_moments=False)
+  state = checkpointer.restore(per_array)
+  moments = flat_moments_of(state.opt_state)
+  if jax.tree.structure(moments) != jax.tree.structure(abstract.opt_state):
+    raise checkpoints.CheckpointMismatch(
+        f'Checkpoint {checkpointer.latest_step} in {checkpointer.directory} holds an optimizer '
+        'state of another kind than this config makes: it was trained with another config.')
+  return state.replace(tx=abstract.tx, opt_state=jax.device_put(
+      moments, jax.tree.map(lambda x: x.sharding, abstract.opt_state)))
+
+
+def flat_moments_of(opt_state):
+  """make_optimizer's state per array → the same state over one flat vector: every
+  parameter-shaped subtree (the moments) concatenated in optax.flatten's order."""
+  is_tree = lambda x: isinstance(x, dict)
+  return jax.tree.map(lambda x: ravel_pytree(x)[0] if is_tree(x) else x, opt_state,
+                      is_leaf=is_tree)
 
 
 def train(config, workdir, source, statistics: SceneStatistics,
