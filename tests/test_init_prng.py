@@ -6,7 +6,7 @@ import numpy as np
 from scenediff_jax import config_files
 from scenediff_jax.benchmark import train_step as bench
 from scenediff_jax.models.scene_model import make_model
-from scenediff_jax.training import scene_trainer, sharding
+from scenediff_jax.training import optimizer, scene_trainer, sharding
 from scenediff_jax.training.init_prng import init_key
 
 N = 200_000
@@ -86,7 +86,7 @@ def test_the_model_initialises_to_the_same_distributions_as_with_jax_keys():
 
 def test_the_optimizer_state_starts_as_its_init_and_the_ema_as_a_copy():
   config, state = _smoke_state(init_key(0))
-  tx = scene_trainer.make_optimizer(config)
+  tx = optimizer.make_optimizer(config)
   want = jax.jit(tx.init)(state.params)
   assert jax.tree.structure(state.opt_state) == jax.tree.structure(want)
   for got, expected in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(want)):

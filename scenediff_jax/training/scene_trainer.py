@@ -15,7 +15,6 @@ from typing import Any
 from absl import logging
 from flax.training import train_state
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -30,6 +29,7 @@ from scenediff_jax.training import (
   config_checks,
   init_prng,
   losses,
+  optimizer,
   preemption,
   scene_data,
   sharding,
@@ -45,9 +45,9 @@ class TrainState(train_state.TrainState):
   ema_params: Any = None
 
 
-def create_state(config, model, example_batch, key, flat_moments=None) -> TrainState:
-  """Parameters drawn from `key`, their EMA, and AdamW's state (make_optimizer(config,
-  flat_moments))."""
+def create_state(config, model, example_batch, key, packed_moments=True) -> TrainState:
+  """Parameters drawn from `key`, their EMA, and AdamW's state (optimizer.make_optimizer;
+  `packed_moments=False`: the layout of checkpoints saved before it packed)."""
   b = example_batch
   t = config.training
   timesteps = jnp.zeros(b['image'].shape[:1], jnp.int32)
@@ -57,7 +57,7 @@ def create_state(config, model, example_batch, key, flat_moments=None) -> TrainS
   params = jax.jit(model.init)(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
-  tx = make_optimizer(config, flat_moments)
+  tx = optimizer.make_optimizer(config, packed_moments)
   if jax.process_count() > 1:  # host zeros and device_put copies would be one process's arrays
     return jax.jit(lambda p: TrainState.create(apply_fn=model.apply, params=p, tx=tx,
                                                ema_params=jax.tree.map(jnp.copy, p)))(params)
@@ -65,41 +65,8 @@ def create_state(config, model, example_batch, key, flat_moments=None) -> TrainS
   # jitted copy of the paper's 608 arrays compiles for 5 s), the optimizer's moments as host
   # zeros.
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-                    opt_state=zero_optimizer_state(tx, params),
+                    opt_state=optimizer.zero_optimizer_state(tx, params),
                     ema_params=jax.device_put(params, may_alias=False))
-
-
-def has_flat_moments(config) -> bool:
-  """Whether make_optimizer works on one flat vector: yes unless the config's mesh has a
-  'model' axis, which shards each large array (and its moments) on its own."""
-  return 'model' not in [name for name, _ in config.get('mesh', sharding.DATA_PARALLEL)]
-
-
-def make_optimizer(config, flat_moments=None) -> optax.GradientTransformation:
-  """AdamW after clipping the gradients' global norm, on a warm-up + cosine schedule.
-
-  With `flat_moments` (default: has_flat_moments(config)) it updates one vector of all the
-  parameters (optax.flatten): a few kernels instead of about seven per parameter array,
-  which the paper's 608 arrays pay for in tracing, compiling and loading the step
-  (BENCHMARKS.md, section 6). The same numbers either way (tested).
-  """
-  t = config.training
-  total = t.diffusion_steps + t.joint_steps
-  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
-                                                max(total, t.warmup_steps + 1),
-                                                t.learning_rate * 0.05)
-  tx = optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                   optax.adamw(schedule, weight_decay=t.weight_decay))
-  return optax.flatten(tx) if (has_flat_moments(config) if flat_moments is None
-                               else flat_moments) else tx
-
-
-def zero_optimizer_state(tx, params):
-  """`tx.init(params)` for an optimizer whose state starts at zero (AdamW's moments and step
-  counts; a test holds make_optimizer to that), made on the host: jitted, the init compiles one
-  kernel per array, 3 s at paper sizes, and op by op longer."""
-  zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), jax.eval_shape(tx.init, params))
-  return jax.device_put(zeros)
 
 
 def loss_fn(params, batch, key, *, model, schedule, statistics, config, align):
@@ -155,7 +122,6 @@ def make_train_step(model, schedule, statistics, config, mesh=None):
   """train_step(state, batch, key, align) → (state, metrics); `align` is static (one
   compilation per stage). With a mesh, the new state keeps the state's sharding rules."""
   decay = config.training.ema_decay
-  flat = has_flat_moments(config)
 
   @functools.partial(compiler.jit, donate_argnums=0, static_argnums=3)
   def train_step(state, batch, key, align):
@@ -163,10 +129,9 @@ def make_train_step(model, schedule, statistics, config, mesh=None):
         loss_fn, model=model, schedule=schedule, statistics=statistics, config=config,
         align=align), has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, key)
-    # Flat, the norm of the vector the optimizer concatenates anyway (XLA makes it once): one
-    # reduction instead of one per array.
-    metrics['grad_norm'] = (jnp.linalg.norm(ravel_pytree(grads)[0]) if flat
-                            else optax.tree.norm(grads))
+    # Over the arrays the optimizer packs anyway (XLA packs them once): one reduction for
+    # the small arrays instead of one each.
+    metrics['grad_norm'] = optax.tree.norm(optimizer.pack(grads))
     state = state.apply_gradients(grads=grads)
     # EMA with a warm-up, so early evaluations are not dominated by the random init.
     rate = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
@@ -196,11 +161,11 @@ def initial_state(config, model, example_batch, mesh):
   return jax.device_put(state, sharding.state_sharding(mesh, state))
 
 
-def abstract_state(config, model, example_batch, mesh, flat_moments=None):
+def abstract_state(config, model, example_batch, mesh, packed_moments=True):
   """create_state's shapes, dtypes and (by the sharding rules) shardings, traced by
   jax.eval_shape: nothing is initialised or compiled."""
   abstract = jax.eval_shape(functools.partial(create_state, config, model,
-                                              flat_moments=flat_moments),
+                                              packed_moments=packed_moments),
                             example_batch, _init_key(config))
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
                       sharding.state_sharding(mesh, abstract))
@@ -208,31 +173,23 @@ def abstract_state(config, model, example_batch, mesh, flat_moments=None):
 
 def restore_state(checkpointer, config, model, example_batch, mesh):
   """The latest checkpoint, restored onto the mesh by the sharding rules. A checkpoint that
-  holds AdamW's moments per array (saved before they were flat, make_optimizer) is read in
-  that layout and its moments concatenated; the next save writes the flat layout."""
+  holds AdamW's moments per array (saved before the optimizer packed the small arrays) is
+  read in that layout and its moments packed; the next save writes the packed layout."""
   abstract = abstract_state(config, model, example_batch, mesh)
   saved = checkpointer.saved_tree()
   if saved is None or (len(jax.tree.leaves(saved.get('opt_state')))
                        == len(jax.tree.leaves(abstract.opt_state))):
     return checkpointer.restore(abstract)
-  logging.info("The checkpoint holds AdamW's moments per array; concatenating them.")
-  per_array = abstract_state(config, model, example_batch, mesh, flat_moments=False)
+  logging.info("The checkpoint holds AdamW's moments per array; packing the small ones.")
+  per_array = abstract_state(config, model, example_batch, mesh, packed_moments=False)
   state = checkpointer.restore(per_array)
-  moments = flat_moments_of(state.opt_state)
+  moments = optimizer.packed_moments_of(state.opt_state)
   if jax.tree.structure(moments) != jax.tree.structure(abstract.opt_state):
     raise checkpoints.CheckpointMismatch(
         f'Checkpoint {checkpointer.latest_step} in {checkpointer.directory} holds an optimizer '
         'state of another kind than this config makes: it was trained with another config.')
   return state.replace(tx=abstract.tx, opt_state=jax.device_put(
       moments, jax.tree.map(lambda x: x.sharding, abstract.opt_state)))
-
-
-def flat_moments_of(opt_state):
-  """make_optimizer's state per array → the same state over one flat vector: every
-  parameter-shaped subtree (the moments) concatenated in optax.flatten's order."""
-  is_tree = lambda x: isinstance(x, dict)
-  return jax.tree.map(lambda x: ravel_pytree(x)[0] if is_tree(x) else x, opt_state,
-                      is_leaf=is_tree)
 
 
 def train(config, workdir, source, statistics: SceneStatistics,
