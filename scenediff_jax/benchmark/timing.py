@@ -22,20 +22,22 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def compile_seconds(jitted, *args, **kwargs):
-  """(compiled, seconds to lower and compile, FLOPs of one call) of a jitted function.
-
-  FLOPs come from XLA's cost analysis of the lowered (unoptimised) program, the same on
-  every backend; after compilation a GPU's library convolutions would count nothing. A
-  loop body (lax.map, scan) counts once, not once per iteration.
-  """
+  """(compiled, seconds to lower and compile, FLOPs of one call) of a jitted function."""
   start = time.perf_counter()
   lowered = jitted.lower(*args, **kwargs)
   compiled = lowered.compile()
   seconds = time.perf_counter() - start
+  return compiled, seconds, lowered_flops(lowered)
+
+
+def lowered_flops(lowered) -> float | None:
+  """FLOPs of one call, from XLA's cost analysis of the lowered (unoptimised) program: the
+  same on every backend (after compilation a GPU's library convolutions would count
+  nothing). A loop body (lax.map, scan) counts once, not once per iteration."""
   cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
     cost = cost[0] if cost else {}
-  return compiled, seconds, float(cost['flops']) if cost and 'flops' in cost else None
+  return float(cost['flops']) if cost and 'flops' in cost else None
 
 
 def matmul_peak(quick: bool, dtype=jnp.float32) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import tqdm
 
-from scenediff_jax import compiler, diffusion
+from scenediff_jax import compiler, diffusion, executable_cache
 from scenediff_jax.geometry.normalization import SceneStatistics, ShapeLatents
 from scenediff_jax.models import resnet_weights
 from scenediff_jax.models.scene_model import SceneModel, make_model
@@ -54,7 +54,9 @@ def create_state(config, model, example_batch, key, packed_moments=True) -> Trai
   noisy = {k: b[k] for k in DIFFUSED}
   # init under jit: compiled once, it is several times faster than op-by-op on a CPU. (Plain
   # jax.jit: restore_state traces this function, and compiler options need a top-level jit.)
-  params = jax.jit(model.init)(key, b, noisy, timesteps)
+  # A restart loads the executable without tracing model.init (executable_cache).
+  init = executable_cache.CachedProgram(jax.jit(model.init), 'scene_init', depends_on=model)
+  params = init(key, b, noisy, timesteps)
   if t.get('backbone_weights'):  # ImageNet weights of a torchvision ResNet
     params = resnet_weights.load_into(params, t.backbone_weights, config.image_encoder)
   tx = optimizer.make_optimizer(config, packed_moments)
@@ -120,7 +122,9 @@ def align_weights(schedule, timesteps, config):
 
 def make_train_step(model, schedule, statistics, config, mesh=None):
   """train_step(state, batch, key, align) → (state, metrics); `align` is static (one
-  compilation per stage). With a mesh, the new state keeps the state's sharding rules."""
+  compilation per stage). With a mesh, the new state keeps the state's sharding rules. A
+  restart loads the step's executables without tracing them (executable_cache; keyed by
+  everything the step closes over)."""
   decay = config.training.ema_decay
 
   @functools.partial(compiler.jit, donate_argnums=0, static_argnums=3)
@@ -141,7 +145,8 @@ def make_train_step(model, schedule, statistics, config, mesh=None):
       state = jax.lax.with_sharding_constraint(state, sharding.state_sharding(mesh, state))
     return state, metrics
 
-  return train_step
+  return executable_cache.CachedProgram(train_step, 'scene_train_step', static_argnums=(3,),
+                                        depends_on=(model, schedule, statistics, config, mesh))
 
 
 def device_batch(batch, mesh):
